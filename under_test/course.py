@@ -1,0 +1,68 @@
+"""What the course notebook hands to learners, supplied where a submission lacks it.
+
+Used inside the sandbox worker only: it builds the namespace a submission's
+definitions run in, and makes torchvision's pretrained ResNet34 load offline.
+"""
+
+from __future__ import annotations
+
+import functools
+
+from .loader import GIVEN_NAMES
+
+
+def base_namespace() -> dict:
+    """The imports and given names every course script starts from."""
+    import einops
+    import numpy as np
+    import torch
+    import torch.nn as nn
+    import torch.nn.functional as F
+    import torchvision
+    from jaxtyping import Float, Int
+
+    import reference.given as given
+
+    namespace = {
+        "__name__": "__submission__",
+        "__builtins__": __builtins__,
+        "t": torch,
+        "torch": torch,
+        "nn": nn,
+        "F": F,
+        "np": np,
+        "einops": einops,
+        "Tensor": torch.Tensor,
+        "Float": Float,
+        "Int": Int,
+        "torchvision": torchvision,
+        "models": torchvision.models,
+        "device": "cpu",
+        "MAIN": False,
+    }
+    namespace.update({name: getattr(given, name) for name in GIVEN_NAMES})
+    return namespace
+
+
+def install_offline_torchvision() -> None:
+    """`torchvision.models.resnet34(weights=...)` returns the harness's stand-in, never downloads."""
+    import torchvision.models as models
+    import torchvision.models.resnet as resnet
+
+    original = resnet.resnet34
+    if getattr(original, "_conformance_offline", False):
+        return
+
+    @functools.wraps(original)
+    def resnet34(*, weights=None, progress: bool = True, **kwargs):
+        if kwargs.pop("pretrained", False):  # the pre-0.13 spelling
+            weights = "IMAGENET1K_V1"
+        if weights is None:
+            return original(weights=None, progress=progress, **kwargs)
+        from fixtures.standin import pretrained_resnet34
+
+        return pretrained_resnet34(**kwargs)
+
+    resnet34._conformance_offline = True  # type: ignore[attr-defined]
+    resnet.resnet34 = resnet34
+    models.resnet34 = resnet34

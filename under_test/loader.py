@@ -1,0 +1,217 @@
+"""Load, don't run: take a submission's top-level definitions and nothing else.
+
+`extract` is static (it only reads the syntax tree) and is what the harness uses to
+know which names a submission defines, which are only the course's stubs, and which
+are missing. `execute` runs the kept definitions; it is called only inside the
+sandbox worker, never in the harness process.
+"""
+
+from __future__ import annotations
+
+import ast
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .source import Source, read_submission
+
+# Names the course notebook hands to learners; supplied when the submission lacks them.
+GIVEN_NAMES = ("IntOrPair", "Pair", "force_pair", "Sequential", "Flatten", "MaxPool2d", "copy_weights")
+
+# Expression nodes allowed in a kept constant assignment: nothing that calls code.
+_SIMPLE = (
+    ast.Constant, ast.Name, ast.Attribute, ast.Subscript, ast.Slice, ast.Tuple, ast.List,
+    ast.Set, ast.Dict, ast.BinOp, ast.UnaryOp, ast.BoolOp, ast.Compare, ast.IfExp,
+    ast.Starred, ast.Lambda, ast.arguments, ast.arg, ast.Load, ast.Store,
+    ast.operator, ast.unaryop, ast.boolop, ast.cmpop, ast.expr_context,
+)
+
+
+@dataclass
+class Definition:
+    """A kept top-level statement and the names it binds."""
+
+    node: ast.stmt
+    origin: str
+    names: tuple[str, ...]
+    stub: bool = False
+
+    @property
+    def where(self) -> str:
+        return f"{self.origin}:{self.node.lineno}"
+
+
+@dataclass
+class Program:
+    """What a submission defines, in order, as far as can be told without running it."""
+
+    path: Path
+    definitions: list[Definition] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def last(self, name: str) -> Definition | None:
+        """The definition that wins for `name` (the last one), if any."""
+        for definition in reversed(self.definitions):
+            if name in definition.names:
+                return definition
+        return None
+
+    def status(self, name: str, aliases: dict[str, str] | None = None) -> str:
+        """'defined', 'stub', 'given' (the course supplies it) or 'missing'."""
+        definition = self.last(name)
+        if definition is None:
+            for old, new in (aliases or {}).items():
+                if new == name:
+                    definition = self.last(old)
+        if definition is not None:
+            return "stub" if definition.stub else "defined"
+        return "given" if name in GIVEN_NAMES else "missing"
+
+
+def extract(path: str | Path) -> Program:
+    return extract_source(read_submission(path))
+
+
+def extract_source(source: Source) -> Program:
+    program = Program(source.path, notes=list(source.notes))
+    for parsed in source.cells:
+        if parsed.module is None:
+            continue
+        for node in parsed.module.body:
+            definition = _definition(node, parsed.cell.origin)
+            if definition is not None:
+                program.definitions.append(definition)
+    return program
+
+
+def _definition(node: ast.stmt, origin: str) -> Definition | None:
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+        return Definition(node, origin, (node.name,), _is_stub_function(node))
+    if isinstance(node, ast.ClassDef):
+        return Definition(node, origin, (node.name,), _is_stub_class(node))
+    if isinstance(node, ast.Import):
+        return Definition(node, origin, tuple((a.asname or a.name).split(".")[0] for a in node.names))
+    if isinstance(node, ast.ImportFrom):
+        if node.level:  # relative import inside a directory: its names come from the merged files
+            return None
+        return Definition(node, origin, tuple(a.asname or a.name for a in node.names))
+    if isinstance(node, ast.Assign) and _is_simple(node.value) and all(map(_is_name_target, node.targets)):
+        return Definition(node, origin, tuple(n for t in node.targets for n in _target_names(t)))
+    if isinstance(node, ast.AnnAssign) and node.value is not None and isinstance(node.target, ast.Name):
+        if _is_simple(node.value):
+            return Definition(node, origin, (node.target.id,))
+    if hasattr(ast, "TypeAlias") and isinstance(node, ast.TypeAlias):
+        return Definition(node, origin, (node.name.id,))
+    return None  # a call, a loop, `if MAIN:`, a print... : skipped
+
+
+def _is_simple(expr: ast.AST) -> bool:
+    return all(isinstance(n, _SIMPLE) for n in ast.walk(expr))
+
+
+def _is_name_target(target: ast.expr) -> bool:
+    if isinstance(target, ast.Name):
+        return True
+    return isinstance(target, (ast.Tuple, ast.List)) and all(map(_is_name_target, target.elts))
+
+
+def _target_names(target: ast.expr) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    return [n for elt in target.elts for n in _target_names(elt)]  # type: ignore[attr-defined]
+
+
+def _is_super_init(stmt: ast.stmt) -> bool:
+    return (
+        isinstance(stmt, ast.Expr)
+        and isinstance(stmt.value, ast.Call)
+        and isinstance(stmt.value.func, ast.Attribute)
+        and stmt.value.func.attr == "__init__"
+    )
+
+
+def _is_stub_body(body: list[ast.stmt]) -> bool:
+    """A body that is only a docstring, `pass`, `...` or `raise NotImplementedError`."""
+    rest = [
+        s for s in body
+        if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))
+        and not isinstance(s, ast.Pass)
+        and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and s.value.value is Ellipsis)
+        and not _is_super_init(s)
+    ]
+    if not rest:
+        return True
+    if len(rest) == 1 and isinstance(rest[0], ast.Raise) and rest[0].exc is not None:
+        exc = rest[0].exc
+        name = exc.func if isinstance(exc, ast.Call) else exc
+        return isinstance(name, ast.Name) and name.id == "NotImplementedError"
+    return False
+
+
+def _is_stub_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
+    return _is_stub_body(node.body)
+
+
+def _is_stub_class(node: ast.ClassDef) -> bool:
+    """The course's class stubs leave `__init__` or `forward` raising NotImplementedError."""
+    methods = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
+    return any(m.name in ("__init__", "forward", "__call__") and _is_stub_function(m) for m in methods)
+
+
+@dataclass
+class LoadReport:
+    """What happened when the definitions ran: names whose definition raised."""
+
+    failed: dict[str, str] = field(default_factory=dict)  # name -> one-line error
+    notes: list[str] = field(default_factory=list)
+
+
+def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = None) -> LoadReport:
+    """Run the kept definitions into `namespace` (sandbox worker only).
+
+    The last definition of a name wins. A definition that raises is recorded and
+    retried once after the others (a directory's files may refer to each other), and
+    only while no later definition of its names succeeded.
+    """
+    report = LoadReport()
+    pending: list[tuple[int, Definition]] = []
+    done_at: dict[str, int] = {}
+    for index, definition in enumerate(program.definitions):
+        if _run(definition, namespace) is None:
+            done_at.update({name: index for name in definition.names})
+        else:
+            pending.append((index, definition))
+    for index, definition in pending:
+        if any(done_at.get(name, -1) > index for name in definition.names):
+            continue
+        error = _run(definition, namespace)
+        if error is None:
+            done_at.update({name: index for name in definition.names})
+            continue
+        if isinstance(definition.node, (ast.Import, ast.ImportFrom)):
+            report.notes.append(f"{definition.where}: import skipped ({error})")
+        for name in definition.names:
+            if done_at.get(name, -1) < index:
+                report.failed[name] = f"{definition.where}: {error}"
+    for old, new in (aliases or {}).items():
+        if old in namespace and new not in program_names(program):
+            namespace[new] = namespace[old]
+            report.failed.pop(new, None)
+    return report
+
+
+def program_names(program: Program) -> set[str]:
+    return {name for d in program.definitions for name in d.names}
+
+
+def _run(definition: Definition, namespace: dict) -> str | None:
+    code = compile(ast.Module(body=[definition.node], type_ignores=[]), definition.origin, "exec")
+    try:
+        exec(code, namespace)  # noqa: S102 - sandbox worker only
+    except BaseException as error:  # noqa: BLE001 - a definition may raise anything, even SystemExit
+        if isinstance(error, KeyboardInterrupt):
+            raise
+        frames = traceback.extract_tb(error.__traceback__)
+        where = f" (line {frames[-1].lineno})" if frames else ""
+        return f"{type(error).__name__}: {error}{where}"
+    return None

@@ -1,0 +1,212 @@
+"""The harness's side of the sandbox: start the worker, send it requests, survive it.
+
+Every request has a wall-time limit. A request that hangs, crashes the worker,
+exhausts its memory or makes it exit raises `WorkerDied`; the worker is started
+again for the next check, so one bad probe costs one check, not the run. Within one
+check, once the worker has died, later requests fail at once with the same cause
+(`Sandbox.begin_check` clears this), so Hypothesis does not replay a hang many times.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import select
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import wire
+from .wire import HEADER, Handle, Returned
+
+DEFAULT_TIMEOUT = 10.0
+DEFAULT_MEMORY_MB = 2048
+START_TIMEOUT = 120.0
+
+
+class SubmissionRaised(Exception):
+    """The submission's code raised an exception (reported to the learner as is)."""
+
+    def __init__(self, type_name: str, message: str, traceback: str):
+        super().__init__(f"{type_name}: {message}")
+        self.type_name, self.message, self.traceback = type_name, message, traceback
+
+
+class WorkerDied(Exception):
+    """The worker hung, crashed, ran out of memory, exited, or sent something unreadable."""
+
+
+@dataclass
+class LoadInfo:
+    failed: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+class Sandbox:
+    def __init__(self, impl: str | Path, *, aliases: dict[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB):
+        self.impl = str(Path(impl).resolve())
+        self.aliases = dict(aliases or {})
+        self.timeout = timeout
+        self.memory_mb = memory_mb
+        self.process: subprocess.Popen | None = None
+        self.load_info = LoadInfo()
+        self.poisoned: WorkerDied | None = None
+        self.restarts = 0
+        self._log = tempfile.TemporaryFile()
+
+    # ---- life cycle ----
+    def start(self) -> LoadInfo:
+        self.stop()
+        self._log.seek(0)
+        self._log.truncate()
+        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+        root = str(Path(__file__).resolve().parent.parent)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "under_test.worker", self.impl,
+             "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
+            cwd=tempfile.gettempdir(), start_new_session=True,
+        )
+        hello = self._receive(START_TIMEOUT, "loading the submission")
+        self.load_info = LoadInfo(dict(hello["value"]["failed"]), list(hello["value"]["notes"]))
+        return self.load_info
+
+    def stop(self) -> None:
+        if self.process is not None:
+            try:
+                os.killpg(self.process.pid, 9)
+            except (ProcessLookupError, PermissionError):
+                pass
+            self.process.wait()
+            for stream in (self.process.stdin, self.process.stdout):
+                if stream:
+                    stream.close()
+            self.process = None
+
+    def begin_check(self) -> None:
+        """A new check starts: forget the previous check's dead worker and objects."""
+        self.poisoned = None
+        if self.process is not None and self.process.poll() is None:
+            self.request("reset")
+
+    def __enter__(self):
+        self.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+    # ---- requests ----
+    def request(self, verb: str, *args, timeout: float | None = None, **kwargs):
+        if self.poisoned is not None:
+            raise WorkerDied(str(self.poisoned))
+        if self.process is None or self.process.poll() is not None:
+            self.restarts += 1
+            self.start()
+        payload = pickle.dumps((verb, args, kwargs))
+        try:
+            self.process.stdin.write(HEADER.pack(len(payload)) + payload)
+            self.process.stdin.flush()
+        except (BrokenPipeError, OSError):
+            pass  # the reply read below reports how the worker died
+        reply = self._receive(timeout or self.timeout, verb)
+        if not reply.get("ok"):
+            error = reply.get("error") or {}
+            raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
+        return wire.decode(reply.get("value"))
+
+    def _receive(self, timeout: float, doing: str) -> dict:
+        deadline = time.monotonic() + timeout
+        try:
+            header = self._read(HEADER.size, deadline)
+            payload = self._read(HEADER.unpack(header)[0], deadline)
+            return wire.load(payload)
+        except (TimeoutError, EOFError, wire.WireError) as error:
+            died = WorkerDied(self._death_message(error, timeout, doing))
+            self.stop()
+            self.poisoned = died
+            raise died from None
+
+    def _read(self, size: int, deadline: float) -> bytes:
+        fd = self.process.stdout.fileno()
+        chunks = []
+        while size:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            chunk = os.read(fd, min(size, 1 << 20))
+            if not chunk:
+                raise EOFError
+            chunks.append(chunk)
+            size -= len(chunk)
+        return b"".join(chunks)
+
+    def _death_message(self, error: Exception, timeout: float, doing: str) -> str:
+        if isinstance(error, TimeoutError):
+            return f"the submission did not answer within {timeout:g} s while {_doing(doing)} (hang or far too slow)"
+        if isinstance(error, wire.WireError):
+            return f"the worker sent an unreadable reply while {_doing(doing)}: {error}"
+        self.process.wait()
+        code = self.process.returncode
+        tail = self.log_tail()
+        if code is not None and code < 0:
+            cause = {9: "killed (out of memory?)", 11: "segmentation fault", 6: "aborted"}.get(-code, f"signal {-code}")
+            what = f"the worker crashed ({cause})"
+        else:
+            what = f"the worker exited with status {code}"
+        if "MemoryError" in tail or "can't allocate memory" in tail or "DefaultCPUAllocator" in tail:
+            what += f"; it ran out of its {self.memory_mb} MB memory cap"
+        return f"{what} while {_doing(doing)}" + (f"\n{tail}" if tail else "")
+
+    def log_tail(self, lines: int = 8) -> str:
+        self._log.flush()
+        self._log.seek(0)
+        text = self._log.read().decode("utf-8", "replace")
+        return "\n".join(text.strip().splitlines()[-lines:])
+
+    # ---- conveniences used by the checks ----
+    def construct(self, name: str, *args, seed: int = 0, **kwargs) -> Handle:
+        handle = self.request("construct", name, args, kwargs, seed=seed)
+        if not isinstance(handle, Handle):
+            raise TypeError(f"{name}(...) gave a {type(handle).__name__}, not an object")
+        return handle
+
+    def call(self, target: str | Handle, *args, trace: bool = False, seed: int = 0, no_grad: bool = False,
+             **kwargs):
+        """Call a function or module; with `trace=True` returns (value, set of ATen ops)."""
+        reply = self.request("call", target, args, kwargs, trace=trace, seed=seed, no_grad=no_grad)
+        if trace:
+            return reply["value"], set(reply["ops"])
+        return reply["value"]
+
+    def method(self, handle: Handle, name: str, *args, **kwargs):
+        return self.request("method", handle, name, args, kwargs)
+
+    def get(self, handle: Handle, path: str):
+        return self.request("getattr", handle, path)
+
+    def set(self, handle: Handle, path: str, value) -> None:
+        self.request("setattr", handle, path, value)
+
+    def state(self, handle: Handle) -> dict:
+        return self.request("state", handle)
+
+    def repr(self, handle: Handle) -> str:
+        return self.request("repr", handle)
+
+    def grad(self, target: str | Handle, args: tuple, cotangent, **kwargs) -> dict:
+        return self.request("grad", target, args, cotangent, kwargs=kwargs)
+
+
+def _doing(verb: str) -> str:
+    return {"call": "running a call", "construct": "constructing a module", "grad": "running backward",
+            "state": "reading a module's state", "repr": "printing a module"}.get(verb, verb)
+
+
+__all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

@@ -1,0 +1,266 @@
+"""The sandbox worker: the only process where submission code runs.
+
+Started by `under_test.sandbox.Sandbox` as `python -m under_test.worker`. It loads the
+submission's definitions, caps its own memory, then answers small trusted requests
+(construct this, call that, read this module's state) with plain data. It never
+judges anything: verdicts are made in the harness from what it sends back.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pickle
+import resource
+import sys
+import traceback
+
+from .wire import HEADER, Handle, dump, encode, type_name
+
+
+class Worker:
+    def __init__(self, namespace: dict):
+        self.namespace = namespace
+        self.objects: dict[int, object] = {}
+
+    # ---- object table ----
+    def keep(self, obj: object) -> int:
+        for key, value in self.objects.items():
+            if value is obj:
+                return key
+        key = len(self.objects) + 1
+        while key in self.objects:
+            key += 1
+        self.objects[key] = obj
+        return key
+
+    def resolve(self, value: object) -> object:
+        if isinstance(value, Handle):
+            return self.objects[value.id]
+        if type(value) in (list, tuple):
+            return type(value)(self.resolve(v) for v in value)
+        if type(value) is dict:
+            return {k: self.resolve(v) for k, v in value.items()}
+        return value
+
+    def target(self, target: object):
+        if isinstance(target, str):
+            if target not in self.namespace:
+                raise NameError(f"the submission defines no {target!r}")
+            return self.namespace[target]
+        return self.resolve(target)
+
+    def out(self, value: object) -> object:
+        return encode(value, self.keep)
+
+    # ---- requests ----
+    def do_reset(self):
+        self.objects.clear()
+
+    def do_construct(self, name, args=(), kwargs=None, seed=0):
+        import torch
+
+        torch.manual_seed(seed)
+        return self.out(self.target(name)(*self.resolve(args), **self.resolve(kwargs or {})))
+
+    def do_call(self, target, args=(), kwargs=None, trace=False, seed=0, no_grad=False):
+        import torch
+
+        torch.manual_seed(seed)
+        function = self.target(target)
+        args, kwargs = self.resolve(args), self.resolve(kwargs or {})
+        context = torch.no_grad() if no_grad else _nullcontext()
+        if not trace:
+            with context:
+                return {"value": self.out(function(*args, **kwargs))}
+        recorder = _op_recorder()
+        with context, recorder:
+            value = function(*args, **kwargs)
+        return {"value": self.out(value), "ops": sorted(recorder.ops)}
+
+    def do_method(self, handle, method, args=(), kwargs=None):
+        obj = self.resolve(handle)
+        return self.out(getattr(obj, method)(*self.resolve(args), **self.resolve(kwargs or {})))
+
+    def do_getattr(self, handle, path):
+        obj = self.resolve(handle)
+        for part in path.split("."):
+            obj = obj[int(part)] if part.lstrip("-").isdigit() else getattr(obj, part)
+        return self.out(obj)
+
+    def do_setattr(self, handle, path, value):
+        obj = self.resolve(handle)
+        *parents, last = path.split(".")
+        for part in parents:
+            obj = obj[int(part)] if part.lstrip("-").isdigit() else getattr(obj, part)
+        value = self.resolve(value)
+        if last.lstrip("-").isdigit():
+            obj[int(last)] = value
+        else:
+            setattr(obj, last, value)
+
+    def do_state(self, handle):
+        """state_dict entries in order, with whether each is a parameter or a buffer."""
+        module = self.resolve(handle)
+        parameters = dict(module.named_parameters(remove_duplicate=False))
+        buffers = dict(module.named_buffers(remove_duplicate=False))
+        entries = []
+        for key, value in module.state_dict(keep_vars=True).items():
+            kind = "parameter" if key in parameters else "buffer" if key in buffers else "other"
+            entries.append([key, kind, self.out(value)])
+        return {
+            "entries": entries,
+            "parameters": [[n, bool(p.requires_grad)] for n, p in parameters.items()],
+            "buffers": list(buffers),
+            "training": [[n, bool(m.training)] for n, m in module.named_modules()],
+        }
+
+    def do_repr(self, handle):
+        return repr(self.resolve(handle))
+
+    def do_grad(self, target, args, cotangent, kwargs=None, seed=0):
+        """Call `target(*args)` and backpropagate `(output * cotangent).sum()`.
+
+        Returns the output, the gradient of every floating tensor argument, and of the
+        target's parameters by name when the target is a module.
+        """
+        import torch
+
+        torch.manual_seed(seed)
+        function = self.target(target)
+        args = [a.detach().clone().requires_grad_(True) if _is_float_tensor(a) else a for a in self.resolve(args)]
+        output = function(*args, **self.resolve(kwargs or {}))
+        if not isinstance(output, torch.Tensor):
+            raise TypeError(f"forward returned {type_name(output)}, not a Tensor")
+        (output * cotangent).sum().backward()
+        params = dict(function.named_parameters()) if isinstance(function, torch.nn.Module) else {}
+        return {
+            "value": self.out(output),
+            "input_grads": [self.out(a.grad) if _is_float_tensor(a) else None for a in args],
+            "param_grads": {n: self.out(p.grad) for n, p in params.items()},
+        }
+
+
+def _is_float_tensor(value: object) -> bool:
+    import torch
+
+    return isinstance(value, torch.Tensor) and value.is_floating_point()
+
+
+class _nullcontext:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _op_recorder():
+    """Records the name of every ATen operator run while it is active."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Recorder(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops: set[str] = set()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.add(func.overloadpacket.__name__)
+            return func(*args, **(kwargs or {}))
+
+    return Recorder()
+
+
+def _submission_traceback(error: BaseException) -> str:
+    frames = [f for f in traceback.extract_tb(error.__traceback__) if "under_test" not in f.filename]
+    lines = traceback.format_list(frames[-6:])
+    return "".join(lines) + f"{type(error).__name__}: {error}"
+
+
+def _read_exact(fd: int, size: int) -> bytes:
+    chunks = []
+    while size:
+        chunk = os.read(fd, size)
+        if not chunk:
+            raise EOFError
+        chunks.append(chunk)
+        size -= len(chunk)
+    return b"".join(chunks)
+
+
+def _send(fd: int, message: dict) -> None:
+    payload = dump(message)
+    os.write(fd, HEADER.pack(len(payload)))
+    view = memoryview(payload)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _private_channel() -> tuple[int, int]:
+    """Keep the protocol on private descriptors; the submission's stdin/stdout go nowhere."""
+    request_fd, reply_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDWR)
+    os.dup2(null, 0)
+    os.dup2(2, 1)  # prints from the submission land in the worker's log (stderr)
+    sys.stdout = sys.stderr
+    return request_fd, reply_fd
+
+
+def _cap_memory(megabytes: int) -> None:
+    """Allow `megabytes` of address space on top of what torch itself has mapped."""
+    if megabytes <= 0:
+        return
+    with open("/proc/self/status") as status:
+        mapped_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+    limit = mapped_kb * 1024 + megabytes * 1024 * 1024
+    resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m under_test.worker")
+    parser.add_argument("impl")
+    parser.add_argument("--aliases", default="{}")
+    parser.add_argument("--memory-mb", type=int, default=2048)
+    options = parser.parse_args(argv)
+    request_fd, reply_fd = _private_channel()
+
+    import torch
+
+    torch.set_num_threads(1)
+    from .course import base_namespace, install_offline_torchvision
+    from .loader import execute, extract
+
+    install_offline_torchvision()
+    namespace = base_namespace()
+    aliases = json.loads(options.aliases)
+    program = extract(options.impl)
+    report = execute(program, namespace, aliases)
+    _cap_memory(options.memory_mb)
+    worker = Worker(namespace)
+    _send(reply_fd, {"ok": True, "value": {"failed": report.failed, "notes": report.notes}})
+
+    while True:
+        try:
+            size = HEADER.unpack(_read_exact(request_fd, HEADER.size))[0]
+            verb, args, kwargs = pickle.loads(_read_exact(request_fd, size))
+        except EOFError:
+            return
+        try:
+            value = getattr(worker, f"do_{verb}")(*args, **kwargs)
+            reply = {"ok": True, "value": value}
+        except BaseException as error:  # noqa: BLE001 - the submission may raise anything
+            if isinstance(error, KeyboardInterrupt):
+                raise
+            reply = {"ok": False, "error": {"type": type_name(error), "message": str(error)[:2000],
+                                            "traceback": _submission_traceback(error)[-4000:]}}
+        try:
+            _send(reply_fd, reply)
+        except Exception as error:  # noqa: BLE001 - e.g. a result torch.save cannot write
+            _send(reply_fd, {"ok": False, "error": {"type": type_name(error), "message": str(error)[:2000],
+                                                    "traceback": ""}})
+
+
+if __name__ == "__main__":
+    main()
