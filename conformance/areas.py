@@ -1,0 +1,86 @@
+"""The one declaration of what is graded: areas, their weights, and the rubric items.
+
+CONTRACT.md section 3 fixes the ids, what each area covers and which area decides
+which diagnostic item. Checks, reports and the gate all read this module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+
+
+@dataclass(frozen=True)
+class Area:
+    id: str
+    covers: str
+    weight: float  # points out of 100, shared equally by the area's checks
+    items: tuple[str, ...] = ()  # rubric items this area decides with all of its checks
+
+
+@dataclass(frozen=True)
+class Item:
+    id: str
+    question: str
+    must_pass: bool = False
+
+
+AREAS: dict[str, Area] = {
+    area.id: area
+    for area in (
+        Area("modules", "ReLU, Linear, Flatten, Sequential, SimpleMLP returns logits", 10, ("2",)),
+        Area("strided", "as_strided exercises, conv1d/conv2d minimal, pad1d/pad2d, conv1d, conv2d, maxpool2d", 10),
+        Area("conv", "the Conv2d module", 8, ("1",)),
+        Area("pooling", "MaxPool2d and AveragePool modules", 6),
+        Area("batchnorm", "BatchNorm2d parameters, buffers, train/eval behaviour, running statistics", 14, ("6",)),
+        Area("residual", "ResidualBlock projection rule and forward, BlockGroup", 14),
+        Area("resnet34", "ResNet34 structure: stem, [3,4,6,3] groups, strides, head; output shapes", 12, ("7",)),
+        Area("weight_copy", "state_dict order and alignment with torchvision, copy_weights, logits parity", 14, ("7",)),
+        Area("feature_extraction", "frozen backbone, replaced head, training only the head", 12, ("8",)),
+    )
+}
+
+RUBRIC: dict[str, Item] = {
+    item.id: item
+    for item in (
+        Item("1", "locality: one shared filter at every position"),
+        Item("2", "classifier returns logits, cross_entropy consumes them"),
+        Item("3", "stride > 1 changes the output grid"),
+        Item("4", "when the right branch is identity vs projection", must_pass=True),
+        Item("5", "the residual path keeps gradients usable"),
+        Item("6", "BatchNorm2d train vs eval", must_pass=True),
+        Item("7", "declaration order for copying torchvision weights", must_pass=True),
+        Item("8", "only the new head trains in feature extraction", must_pass=True),
+    )
+}
+
+GATE_MIN_ITEMS = 6
+
+assert abs(sum(a.weight for a in AREAS.values()) - 100) < 1e-9
+
+
+# ---- markers: how a check says what it belongs to --------------------------------------
+
+def area(area_id: str) -> pytest.MarkDecorator:
+    """`pytestmark = area("conv")` at the top of a check module."""
+    if area_id not in AREAS:
+        raise ValueError(f"unknown area {area_id!r}; the areas are {', '.join(AREAS)}")
+    return pytest.mark.area(area_id)
+
+
+def item(*item_ids: str) -> pytest.MarkDecorator:
+    """A check that also decides rubric items beyond its area's own (e.g. the stride checks, item 3)."""
+    unknown = [i for i in item_ids if i not in RUBRIC]
+    if unknown:
+        raise ValueError(f"unknown rubric items {unknown}")
+    return pytest.mark.item(*item_ids)
+
+
+def requires(*names: str) -> pytest.MarkDecorator:
+    """The submission's names a check exercises: missing or stub names make it `missing`."""
+    return pytest.mark.requires(*names)
+
+
+def items_of(area_id: str, extra: tuple[str, ...] = ()) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(AREAS[area_id].items + tuple(extra)))

@@ -1,0 +1,216 @@
+"""Area `batchnorm` (rubric item 6): BatchNorm2d's state, train mode, eval mode, running statistics.
+
+Oracle: `torch.nn.BatchNorm2d` loaded with the same state. Train mode normalises with
+the batch mean and biased variance and updates the running buffers with momentum;
+eval mode uses the running buffers and changes nothing. PyTorch updates running_var
+with the unbiased batch variance, the ARENA reference with the biased one: both are
+accepted with an advisory, PyTorch's only under --strict.
+"""
+
+from __future__ import annotations
+
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.areas import area, requires
+from conformance.compare import assert_close, assert_equal, fail, tensor_of
+from conformance.probing import describe_state, load_state, set_mode, state_entries, state_tensors
+from conformance.strategies import DTYPES, half_integers, tensors
+
+pytestmark = [area("batchnorm"), requires("BatchNorm2d")]
+
+EPS = st.sampled_from([1e-5, 1e-3, 0.5])
+MOMENTUM = st.sampled_from([0.1, 0.5, 0.9])
+EXPECTED_ENTRIES = [("weight", "parameter"), ("bias", "parameter"), ("running_mean", "buffer"),
+                    ("running_var", "buffer"), ("num_batches_tracked", "buffer")]
+
+
+@st.composite
+def batches(draw, channels: int, dtype: str, n: int = 1, train: bool = True):
+    """`n` input batches of shape (B, C, H, W); in train mode B*H*W >= 2 (a variance exists)."""
+    h = draw(st.integers(1, 3), label="H")
+    w = draw(st.integers(1, 3), label="W")
+    b = draw(st.integers(1 if (h * w >= 2 or not train) else 2, 3), label="B")
+    return [draw(tensors((b, channels, h, w), dtype=dtype), label=f"batch {i}") for i in range(n)]
+
+
+def random_affine(channels: int, dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return {"weight": (torch.rand(channels, generator=gen, dtype=torch.float64) * 2 + 0.5).to(dtype),
+            "bias": (torch.rand(channels, generator=gen, dtype=torch.float64) * 2 - 1).to(dtype)}
+
+
+def make_pair(sandbox, channels, eps, momentum, dtype, state=None):
+    """The submission's BatchNorm2d and the oracle, same arguments, same state."""
+    handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
+    oracle = torch.nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
+    if dtype == "float64":
+        sandbox.method(handle, "double")
+        oracle.double()
+    if state:
+        load_state(sandbox, handle, state, "BatchNorm2d")
+        oracle.load_state_dict(state, strict=False)
+    return handle, oracle
+
+
+@given(channels=st.integers(1, 4), eps=EPS, momentum=MOMENTUM)
+def test_parameters_and_buffers(sandbox, channels, eps, momentum):
+    """weight/bias are parameters, running_mean/running_var/num_batches_tracked buffers, in torch's order."""
+    handle = sandbox.construct("BatchNorm2d", channels, eps, momentum)  # positional, as the course calls it
+    entries = state_entries(sandbox, handle, "BatchNorm2d")
+    got = [(e.name, e.kind) for e in entries]
+    if got != EXPECTED_ENTRIES:
+        fail(f"BatchNorm2d({channels}) state_dict entries are [{describe_state(entries)}]; expected, in this "
+             f"order, {EXPECTED_ENTRIES} (parameters are registered with nn.Parameter, buffers with "
+             "register_buffer, so the state_dict lines up with torch's and torchvision's)")
+    oracle = torch.nn.BatchNorm2d(channels).state_dict()
+    for entry in entries:
+        assert_close(entry.tensor, oracle[entry.name], f"BatchNorm2d({channels}).{entry.name} at init")
+    parameters = dict(sandbox.state(handle)["parameters"])
+    if not all(parameters.get(n) for n in ("weight", "bias")):
+        fail(f"BatchNorm2d weight and bias must be trainable (requires_grad=True); got {parameters}")
+    text = sandbox.repr(handle)
+    if str(channels) not in text:
+        fail(f"repr(BatchNorm2d({channels})) is {text!r}; its extra_repr should show num_features, eps, momentum")
+
+
+@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, dtype=st.sampled_from(list(DTYPES)),
+       seed=st.integers(0, 2**16))
+def test_train_mode_normalises_with_batch_statistics(sandbox, data, channels, eps, dtype, seed):
+    """Train mode: (x - batch mean) / sqrt(biased batch var + eps) * weight + bias, and its gradients."""
+    (x,) = data.draw(batches(channels, dtype), label="x")
+    affine = random_affine(channels, DTYPES[dtype], seed)
+    handle, oracle = make_pair(sandbox, channels, eps, 0.1, dtype, affine)
+    set_mode(sandbox, handle, True)
+    inp = x.build()
+    cotangent = torch.linspace(-1, 1, inp.numel(), dtype=inp.dtype).reshape(inp.shape)
+    got = sandbox.grad(handle, (inp,), cotangent)
+    leaf = inp.detach().clone().requires_grad_(True)
+    expected = oracle.train()(leaf)
+    (expected * cotangent).sum().backward()
+    hint = "train mode normalises with the batch mean and the biased batch variance, eps inside the sqrt, " \
+           "then scales by weight and shifts by bias"
+    assert_close(got["value"], expected.detach(), "BatchNorm2d train-mode output", hint=hint)
+    assert_close(got["input_grads"][0], leaf.grad, "gradient of BatchNorm2d's train-mode output w.r.t. its input",
+                 hint="the batch statistics must stay in the autograd graph (do not detach the mean or variance)")
+    for name in ("weight", "bias"):
+        if name not in got["param_grads"] or got["param_grads"][name] is None:
+            fail(f"BatchNorm2d.{name} got no gradient in train mode: is it used in forward?")
+        assert_close(got["param_grads"][name], getattr(oracle, name).grad, f"gradient w.r.t. BatchNorm2d.{name}")
+
+
+class Oracle:
+    """nn.BatchNorm2d, or the same with running_var updated from the biased variance (ARENA)."""
+
+    def __init__(self, channels, eps, momentum, dtype, unbiased: bool):
+        self.module = torch.nn.BatchNorm2d(channels, eps=eps, momentum=momentum).to(DTYPES[dtype])
+        self.unbiased, self.momentum = unbiased, momentum
+
+    def __call__(self, x: torch.Tensor, train: bool) -> torch.Tensor:
+        self.module.train(train)
+        before = self.module.running_var.clone()
+        out = self.module(x).detach()
+        if train and not self.unbiased:
+            batch_var = x.var(dim=(0, 2, 3), unbiased=False)
+            self.module.running_var.copy_((1 - self.momentum) * before + self.momentum * batch_var)
+        return out
+
+
+BIASED_NOTE = "running_var is updated with the biased batch variance (ARENA convention); PyTorch uses the unbiased one"
+
+
+def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, modes, xs):
+    """Run train/eval steps on the submission, then judge them against either convention's oracle."""
+    handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
+    if dtype == "float64":
+        sandbox.method(handle, "double")
+    outputs = []
+    for train, x in zip(modes, xs):
+        set_mode(sandbox, handle, train)
+        outputs.append(sandbox.call(handle, x.build()))
+    entries = {e.name: e for e in state_entries(sandbox, handle, "BatchNorm2d")}
+    for name in ("running_mean", "running_var"):
+        if name in entries and entries[name].requires_grad:
+            fail(f"BatchNorm2d.{name} requires grad after a train step: update the running buffers under "
+                 "torch.no_grad() (or from detached statistics), or every step grows an autograd graph")
+    steps = ["train" if m else "eval" for m in modes]
+    errors = []
+    for unbiased in (True, False):
+        oracle = Oracle(channels, eps, momentum, dtype, unbiased)
+        try:
+            for step, (train, x, got) in enumerate(zip(modes, xs, outputs)):
+                assert_close(got, oracle(x.build(), train), f"output of step {step} ({steps[step]} mode) of {steps}",
+                             hint="train mode: batch statistics; eval mode: the running buffers")
+            assert_close(entries["running_mean"].tensor, oracle.module.running_mean, f"running_mean after {steps}",
+                         hint="running = (1 - momentum) * running + momentum * batch statistic, per train step")
+            assert_close(entries["running_var"].tensor, oracle.module.running_var, f"running_var after {steps}",
+                         hint="PyTorch updates running_var with the unbiased batch variance (divide by n - 1)")
+        except AssertionError as error:
+            errors.append(error)
+            continue
+        if not unbiased:
+            if strict:
+                fail(f"{BIASED_NOTE}. --strict requires PyTorch's convention: update with var * n / (n - 1)")
+            advise(BIASED_NOTE)
+        break
+    else:
+        raise errors[0]
+    assert_equal(int(entries["num_batches_tracked"].tensor), sum(modes),
+                 f"num_batches_tracked after {steps} (it counts train-mode steps only)")
+
+
+@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, steps=st.integers(1, 4),
+       dtype=st.sampled_from(list(DTYPES)))
+def test_running_statistics_after_train_steps(sandbox, strict, advise, data, channels, eps, momentum, steps,
+                                              dtype):
+    """After k train steps the running buffers match nn.BatchNorm2d's; num_batches_tracked == k."""
+    xs = data.draw(batches(channels, dtype, n=steps), label="batches")
+    check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, [True] * steps, xs)
+
+
+@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=st.integers(0, 2**16),
+       tracked=st.integers(0, 50), dtype=st.sampled_from(list(DTYPES)))
+def test_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, channels, eps, momentum, seed,
+                                                             tracked, dtype):
+    """Eval mode normalises with running_mean/running_var (any batch size, even 1) and updates no buffer."""
+    (x,) = data.draw(batches(channels, dtype, train=False), label="x")
+    gen = torch.Generator().manual_seed(seed)
+    dt = DTYPES[dtype]
+    state = {**random_affine(channels, dt, seed),
+             "running_mean": (torch.rand(channels, generator=gen, dtype=torch.float64) * 4 - 2).to(dt),
+             "running_var": (torch.rand(channels, generator=gen, dtype=torch.float64) * 3 + 0.25).to(dt),
+             "num_batches_tracked": torch.tensor(tracked)}
+    handle, oracle = make_pair(sandbox, channels, eps, momentum, dtype, state)
+    set_mode(sandbox, handle, False)
+    inp = x.build()
+    got = sandbox.call(handle, inp)
+    assert_close(got, oracle.eval()(inp).detach(), "BatchNorm2d eval-mode output",
+                 hint="eval mode normalises with the running buffers, not with the batch's own statistics")
+    after = state_tensors(sandbox, handle, "BatchNorm2d")
+    for name, before in state.items():
+        if not torch.equal(after[name].to(before.dtype), before):
+            fail(f"BatchNorm2d.{name} changed during an eval-mode forward (from {before.tolist()} to "
+                 f"{after[name].tolist()}): eval mode must update no buffer")
+
+
+@given(data=st.data(), channels=st.integers(1, 3), momentum=MOMENTUM,
+       modes=st.lists(st.booleans(), min_size=2, max_size=5))
+def test_train_and_eval_steps_interleaved(sandbox, strict, advise, data, channels, momentum, modes):
+    """Any sequence of train and eval steps: every output and the final buffers match the oracle."""
+    xs = data.draw(batches(channels, "float64", n=len(modes)), label="batches")
+    check_sequence(sandbox, strict, advise, channels, 1e-5, momentum, "float64", modes, xs)
+
+
+def test_train_mode_output_statistics(sandbox):
+    """A fixed example anyone can reproduce: in train mode each channel comes out with mean 0 and variance 1."""
+    x = torch.arange(48, dtype=torch.float64).reshape(2, 3, 2, 4) ** 1.5
+    handle = sandbox.construct("BatchNorm2d", 3)
+    sandbox.method(handle, "double")
+    set_mode(sandbox, handle, True)
+    out = tensor_of(sandbox.call(handle, x), "BatchNorm2d(3) on a (2, 3, 2, 4) batch")
+    assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64),
+                 "per-channel mean of the train-mode output", atol=1e-6)
+    assert_close(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(3, dtype=torch.float64),
+                 "per-channel biased variance of the train-mode output", atol=1e-4,
+                 hint="normalise with the biased variance (divide by n), eps inside the square root")

@@ -1,0 +1,99 @@
+"""Comparisons made in the harness, with messages that say what differed and where.
+
+Every value coming back from the sandbox is a `Returned` (the type the submission
+really returned plus a plain copy of the data). `tensor_of` refuses anything but an
+exact `torch.Tensor`; `assert_close` checks shape, dtype, then values, and reports
+the count of mismatches, the largest absolute error and its index.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from under_test.wire import Handle, Returned
+
+
+class CheckFailure(AssertionError):
+    """A check failed; the message is what the learner reads."""
+
+
+def fail(message: str) -> None:
+    raise CheckFailure(message)
+
+
+PARAMETER_TYPES = ("torch.Tensor", "torch.nn.parameter.Parameter", "torch.nn.parameter.Buffer")
+
+
+def tensor_of(value: object, what: str, allowed: tuple[str, ...] = ("torch.Tensor",)) -> torch.Tensor:
+    """The plain tensor behind a submission's result, or a failure saying what came back."""
+    if isinstance(value, Returned):
+        if value.type not in allowed:
+            fail(f"{what} returned a {value.type}, not a plain torch.Tensor "
+                 "(return an ordinary tensor; subclasses and wrappers are not accepted)")
+        return value.tensor
+    if type(value) is torch.Tensor:  # already checked (e.g. a state entry) or computed by the harness
+        return value
+    if isinstance(value, Handle):
+        fail(f"{what} returned a {value.type} object, not a tensor")
+    fail(f"{what} returned {type(value).__name__} {value!r:.80}, not a tensor")
+    raise AssertionError  # unreachable
+
+
+# Tolerances per dtype: (rtol, atol). Sums of a few hundred float32 terms stay well inside.
+TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-9)}
+
+
+def tolerance(dtype: torch.dtype, scale: float = 1.0) -> tuple[float, float]:
+    rtol, atol = TOLERANCES.get(dtype, (1e-4, 1e-5))
+    return rtol, atol * max(1.0, scale)
+
+
+def assert_close(actual: object, expected: torch.Tensor, what: str, *, rtol: float | None = None,
+                 atol: float | None = None, check_dtype: bool = True, hint: str = "") -> torch.Tensor:
+    """`actual` (a submission's result) equals `expected` (the oracle's) within tolerance."""
+    got = tensor_of(actual, what)
+    suffix = f"\n{hint}" if hint else ""
+    if tuple(got.shape) != tuple(expected.shape):
+        fail(f"{what}: output shape {tuple(got.shape)}, expected {tuple(expected.shape)}{suffix}")
+    if check_dtype and got.dtype != expected.dtype:
+        fail(f"{what}: dtype {got.dtype}, expected {expected.dtype} (keep the input's dtype){suffix}")
+    if expected.numel() == 0:
+        return got
+    default_rtol, default_atol = tolerance(expected.dtype, float(expected.abs().max()) if expected.numel() else 1.0)
+    rtol = default_rtol if rtol is None else rtol
+    atol = default_atol if atol is None else atol
+    e = expected.to(torch.float64)
+    g = got.to(torch.float64)
+    nan_mismatch = torch.isnan(g) != torch.isnan(e)
+    inf_mismatch = (torch.isinf(g) | torch.isinf(e)) & (g != e)
+    diff = (g - e).abs().nan_to_num(nan=0.0, posinf=0.0)
+    bad = nan_mismatch | inf_mismatch | (diff > atol + rtol * e.abs().nan_to_num(nan=0.0, posinf=0.0))
+    if bool(bad.any()):
+        count = int(bad.sum())
+        flat = int(torch.argmax(torch.where(bad, diff + 1.0, torch.zeros_like(diff))))
+        index = tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), e.shape))
+        worst = float(diff.max())
+        fail(
+            f"{what}: {count} of {e.numel()} values differ; max abs error {_fmt(worst)}; "
+            f"first worst at index {index}: got {_fmt(float(g[index]))}, expected {_fmt(float(e[index]))} "
+            f"(rtol={rtol:g}, atol={atol:g}){suffix}"
+        )
+    return got
+
+
+def assert_equal(actual: object, expected: object, what: str, hint: str = "") -> None:
+    if actual != expected:
+        fail(f"{what}: got {actual!r}, expected {expected!r}" + (f"\n{hint}" if hint else ""))
+
+
+def _fmt(x: float) -> str:
+    if math.isnan(x) or math.isinf(x):
+        return str(x)
+    return f"{x:.6g}"
+
+
+def output_size(size: int, kernel: int, stride: int, padding: int) -> int:
+    """The convolution / pooling output-size formula: floor((size + 2p - k) / s) + 1."""
+    return (size + 2 * padding - kernel) // stride + 1

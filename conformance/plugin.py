@@ -1,0 +1,282 @@
+"""The pytest plugin: options, the sandbox fixture, and per-check results.
+
+Registered through the `pytest11` entry point, so `pytest --pyargs conformance.checks
+--impl PATH` (or `conformance check PATH`) works anywhere the package is installed.
+It is inert for test suites that collect no conformance check.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, Phase, settings
+
+from under_test.loader import Program, extract
+from under_test.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox, SubmissionRaised, WorkerDied
+from under_test.source import SubmissionError
+
+from . import report
+from .areas import AREAS, items_of
+from .compare import CheckFailure
+
+MISSING, GIVEN = "missing: ", "given: "
+PROPERTY = "conformance"
+_SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
+
+# Hypothesis profiles. `conformance` (the default for checks): derandomized, so the same
+# submission always meets the same inputs; no example database, so nothing carries over
+# from one submission to another; the blob to replay a failure is printed.
+settings.register_profile("conformance", max_examples=30, derandomize=True, database=None, deadline=None,
+                          print_blob=True, report_multiple_bugs=False, suppress_health_check=_SUPPRESS)
+settings.register_profile("dev", max_examples=12, deadline=None, print_blob=True, report_multiple_bugs=False,
+                          suppress_health_check=_SUPPRESS)
+settings.register_profile("thorough", max_examples=300, deadline=None, database=None, print_blob=True,
+                          report_multiple_bugs=False, suppress_health_check=_SUPPRESS)
+settings.register_profile("explain", parent=settings.get_profile("conformance"),
+                          phases=tuple(Phase))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "CNN & ResNet conformance checks")
+    group.addoption("--impl", metavar="PATH", help="the implementation to check: a .py file, an .ipynb notebook "
+                    "or a directory (use `--impl reference` for the project's own reference)")
+    group.addoption("--alias", metavar="OLD=NEW", action="append", default=[],
+                    help="use the submission's OLD as NEW (repeatable)")
+    group.addoption("--strict-conventions", action="store_true", dest="conformance_strict",
+                    help="require PyTorch's conventions where ARENA differs (`conformance ... --strict`)")
+    group.addoption("--probe-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
+                    help=f"wall-time limit of one call into the submission (default {DEFAULT_TIMEOUT:g})")
+    group.addoption("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
+                    help=f"memory the submission's worker may use (default {DEFAULT_MEMORY_MB})")
+    group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
+                    help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
+    group.addoption("--results-json", metavar="PATH", help="write the graded results (CONTRACT section 5) here")
+
+
+def parse_aliases(pairs: list[str]) -> dict[str, str]:
+    aliases = {}
+    for pair in pairs:
+        old, sep, new = pair.partition("=")
+        if not sep or not old.strip() or not new.strip():
+            raise pytest.UsageError(f"--alias takes OLD=NEW, got {pair!r}")
+        aliases[old.strip()] = new.strip()
+    return aliases
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "area(id): the contract area a conformance check belongs to")
+    config.addinivalue_line("markers", "item(*ids): rubric items a check decides beyond its area's own")
+    config.addinivalue_line("markers", "requires(*names): submission names a check exercises")
+    if config.getoption("hypothesis_profile", None) is None and config.getoption("impl"):
+        settings.load_profile("conformance")
+    config.stash[_RESULTS] = {}
+
+
+_RESULTS = pytest.StashKey[dict]()
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
+    checks = [i for i in items if i.get_closest_marker("area")]
+    if not checks:
+        return
+    impl = config.getoption("impl")
+    if not impl:
+        raise pytest.UsageError(
+            "conformance checks need an implementation: pass --impl PATH (a .py file, an .ipynb notebook or "
+            "a directory); to check the project's reference, pass --impl reference")
+    if not Path(impl).exists():
+        raise pytest.UsageError(f"--impl {impl}: no such file or directory")
+    wanted = config.getoption("conformance_areas")
+    unknown = sorted(set(wanted) - set(AREAS))
+    if unknown:
+        raise pytest.UsageError(f"--area {', '.join(unknown)}: unknown; the areas are {', '.join(AREAS)}")
+    if wanted:
+        deselected = [i for i in checks if i.get_closest_marker("area").args[0] not in wanted]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = [i for i in items if i not in deselected]
+            checks = [i for i in checks if i not in deselected]
+    results = config.stash[_RESULTS]
+    for item in checks:
+        results[item.nodeid] = _entry(item, "pending", "not run")
+    _write(config)
+
+
+def _entry(item: pytest.Item, outcome: str, output: str) -> dict:
+    area_id = item.get_closest_marker("area").args[0]
+    extra = tuple(i for m in item.iter_markers("item") for i in m.args)
+    doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
+    return {
+        "name": f"{area_id}: {item.name}",
+        "description": doc[0] if doc else "",
+        "area": area_id,
+        "items": list(items_of(area_id, extra)),
+        "outcome": outcome,
+        "output": output,
+    }
+
+
+# ---- fixtures ------------------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def program(pytestconfig: pytest.Config) -> Program:
+    try:
+        return extract(pytestconfig.getoption("impl"))
+    except SubmissionError as error:
+        raise pytest.UsageError(str(error)) from error
+
+
+@pytest.fixture(scope="session")
+def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
+    return parse_aliases(pytestconfig.getoption("alias"))
+
+
+@pytest.fixture(scope="session")
+def sandbox(pytestconfig: pytest.Config, program: Program, aliases: dict[str, str]):
+    box = Sandbox(pytestconfig.getoption("impl"), aliases=aliases,
+                  timeout=pytestconfig.getoption("probe_timeout"), memory_mb=pytestconfig.getoption("memory_mb"))
+    try:
+        box.start()
+    except WorkerDied:
+        pass  # each check reports it (the worker is started again on first use)
+    yield box
+    box.stop()
+
+
+@pytest.fixture(scope="session")
+def strict(pytestconfig: pytest.Config) -> bool:
+    return bool(pytestconfig.getoption("conformance_strict"))
+
+
+@pytest.fixture
+def advise(request: pytest.FixtureRequest):
+    """`advise(text)` records an advisory: a convention the submission follows that is accepted."""
+    def record(text: str) -> None:
+        request.node.user_properties.append(("advisory", text))
+    return record
+
+
+@pytest.fixture(autouse=True)
+def _check_names(request: pytest.FixtureRequest):
+    """Before a check: are the names it needs there? Then start from a clean worker state."""
+    if not request.node.get_closest_marker("area"):
+        yield
+        return
+    names = [n for m in request.node.iter_markers("requires") for n in m.args]
+    program_ = request.getfixturevalue("program")
+    aliases_ = request.getfixturevalue("aliases")
+    box: Sandbox = request.getfixturevalue("sandbox")
+    statuses = {name: program_.status(name, aliases_) for name in names}
+    absent = [n for n, s in statuses.items() if s == "missing"]
+    stubs = [n for n, s in statuses.items() if s == "stub"]
+    if absent or stubs:
+        parts = ([f"{', '.join(absent)} not defined"] if absent else []) + \
+                ([f"{', '.join(stubs)} only the course's stub"] if stubs else [])
+        pytest.skip(MISSING + "; ".join(parts))
+    subject = names[0] if names else None
+    if subject is not None and statuses[subject] == "given":
+        pytest.skip(GIVEN + f"{subject} is given by the course and the submission does not define it; "
+                    "the course's version is used wherever the submission needs it")
+    broken = {n: box.load_info.failed[n] for n in names if n in box.load_info.failed}
+    if broken:
+        pytest.fail("\n".join(f"{n} is defined but its definition failed to run: {e}" for n, e in broken.items()),
+                    pytrace=False)
+    box.begin_check()
+    yield
+
+
+# ---- results -------------------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    rep = yield
+    if not item.get_closest_marker("area"):
+        return rep
+    if rep.when == "call" or rep.outcome != "passed":
+        if rep.passed:
+            outcome, output = "passed", ""
+        elif rep.skipped:
+            reason = _skip_reason(rep)
+            outcome = "given" if reason.startswith(GIVEN) else "missing"
+            output = reason.removeprefix(GIVEN).removeprefix(MISSING)
+        else:
+            outcome, output = "failed", _failure_text(item, call)
+        entry = _entry(item, outcome, output)
+        entry["advisories"] = [v for k, v in item.user_properties if k == "advisory"]
+        rep.user_properties.append((PROPERTY, entry))
+    return rep
+
+
+def _skip_reason(rep: pytest.TestReport) -> str:
+    longrepr = rep.longrepr
+    if isinstance(longrepr, tuple) and len(longrepr) == 3:
+        return str(longrepr[2]).removeprefix("Skipped: ")
+    return str(longrepr)
+
+
+def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
+    if call.excinfo is None:
+        return "failed"
+    error = call.excinfo.value
+    if isinstance(error, SubmissionRaised):
+        text = f"the submission raised {error.type_name}: {error.message}\n{error.traceback}".rstrip()
+    elif isinstance(error, (CheckFailure, WorkerDied)):
+        text = str(error)
+    elif isinstance(error, AssertionError):
+        text = str(error) or "assertion failed"
+    elif type(error).__name__ == "Failed":  # pytest.fail(...)
+        text = str(error)
+    else:
+        text = f"{type(error).__name__}: {error}"
+    notes = [n for n in getattr(error, "__notes__", []) if n.strip()]
+    if notes:
+        text += "\n\n" + "\n".join(notes)
+    impl = item.config.getoption("impl")
+    text += f"\n\nreproduce: conformance check {impl} -k '{item.name}'"
+    return text
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    config = _CONFIG.get("config")
+    if config is None:
+        return
+    for key, value in report.user_properties:
+        if key == PROPERTY:
+            config.stash[_RESULTS][report.nodeid] = value
+            _write(config)
+
+
+_CONFIG: dict = {}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _CONFIG["config"] = session.config
+
+
+def _write(config: pytest.Config) -> None:
+    path = config.getoption("results_json", None)
+    if not path or hasattr(config, "workerinput"):  # under xdist, only the controller writes
+        return
+    data = report.build(list(config.stash[_RESULTS].values()), impl=config.getoption("impl"),
+                        strict=bool(config.getoption("conformance_strict")))
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(f"{path}.tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
+    results = config.stash.get(_RESULTS, {})
+    if not results or not config.getoption("impl"):
+        return
+    data = report.build(list(results.values()), impl=config.getoption("impl"), strict=bool(config.getoption("conformance_strict")))
+    terminalreporter.write_sep("=", "conformance")
+    for line in report.summary_lines(data):
+        terminalreporter.write_line(line)
+
+
+__all__ = ["AREAS"]

@@ -1,0 +1,53 @@
+"""Small helpers the checks share to drive a submission's modules through the sandbox."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from under_test.sandbox import Sandbox, SubmissionRaised
+from under_test.wire import Handle
+
+from .compare import PARAMETER_TYPES, fail, tensor_of
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One state_dict entry of a submission's module."""
+
+    name: str
+    kind: str  # "parameter", "buffer" or "other"
+    tensor: torch.Tensor
+    requires_grad: bool
+
+
+def state_entries(sandbox: Sandbox, handle: Handle, what: str) -> list[Entry]:
+    """The module's state_dict, in order, each entry checked to be a plain tensor."""
+    state = sandbox.state(handle)
+    return [Entry(name, kind, tensor_of(value, f"{what}.state_dict()[{name!r}]", PARAMETER_TYPES), value.requires_grad)
+            for name, kind, value in state["entries"]]
+
+
+def state_tensors(sandbox: Sandbox, handle: Handle, what: str) -> dict[str, torch.Tensor]:
+    return {e.name: e.tensor for e in state_entries(sandbox, handle, what)}
+
+
+def load_state(sandbox: Sandbox, handle: Handle, state: dict[str, torch.Tensor], what: str) -> None:
+    """Load these entries (a subset is fine) with `module.load_state_dict(state, strict=False)`."""
+    have = [e.name for e in state_entries(sandbox, handle, what)]
+    unknown = sorted(set(state) - set(have))
+    if unknown:
+        fail(f"{what} has no state_dict entries {unknown}; its state_dict has {have}")
+    try:
+        sandbox.method(handle, "load_state_dict", state, strict=False)
+    except SubmissionRaised as error:
+        fail(f"{what}.load_state_dict could not load entries {sorted(state)}: {error.type_name}: {error.message}")
+
+
+def set_mode(sandbox: Sandbox, handle: Handle, train: bool) -> None:
+    sandbox.method(handle, "train", train)
+
+
+def describe_state(entries: list[Entry]) -> str:
+    return ", ".join(f"{e.name} ({e.kind}, {tuple(e.tensor.shape)})" for e in entries)

@@ -1,0 +1,119 @@
+"""From per-check outcomes to results.json: scores, area statuses, rubric items, the gate.
+
+Everything here is derived from `areas.py` and the list of check entries; nothing is
+stored twice. A check entry is a dict with `name`, `area`, `items`, `outcome`
+(`passed`, `failed`, `missing`, `given`, or `pending` while not yet run) and `output`.
+"""
+
+from __future__ import annotations
+
+from .areas import AREAS, GATE_MIN_ITEMS, RUBRIC
+
+NOT_REACHED = "not reached: grading stopped before this check ran (time limit or crash of the harness)"
+
+
+def build(entries: list[dict], *, impl: str | None = None, strict: bool = False, final: bool = False) -> dict:
+    """The results.json document for these check entries.
+
+    With `final=True`, checks still `pending` count as failed (grading stopped early).
+    """
+    entries = [dict(e) for e in entries]
+    for entry in entries:
+        if final and entry["outcome"] == "pending":
+            entry["outcome"], entry["output"] = "failed", NOT_REACHED
+    tests = []
+    for area in AREAS.values():
+        own = [e for e in entries if e["area"] == area.id]
+        graded = [e for e in own if e["outcome"] != "given"]
+        if not own:
+            tests.append(_test(f"{area.id}: not checked by this version of the harness", area.id,
+                               list(area.items), "missing", "this area has no checks yet", area.weight))
+            continue
+        share = area.weight / len(graded) if graded else 0.0
+        for e in own:
+            tests.append(_test(e["name"], area.id, e["items"], e["outcome"], _output(e),
+                               0.0 if e["outcome"] == "given" else share, e.get("description", "")))
+    areas = {a: {"status": _status([t for t in tests if t["area"] == a])} for a in AREAS}
+    items = {i: _status([t for t in tests if i in t["items"]]) for i in RUBRIC}
+    passed = [i for i, s in items.items() if s == "passed"]
+    must_fail = [i for i, item in RUBRIC.items() if item.must_pass and items[i] != "passed"]
+    gate = "pass" if len(passed) >= GATE_MIN_ITEMS and not must_fail else "fail"
+    advisories = list(dict.fromkeys(a for e in entries for a in e.get("advisories", [])))
+    return {
+        "score": round(sum(t["score"] for t in tests), 2),
+        "max_score": round(sum(t["max_score"] for t in tests), 2),
+        "tests": [_gradescope(t) for t in tests],
+        "areas": areas,
+        "rubric": {"items": items, "items_passed": len(passed), "gate": gate, "must_pass_failed": must_fail},
+        "advisories": advisories,
+        "impl": impl,
+        "strict": strict,
+        "complete": not any(e["outcome"] == "pending" for e in entries),
+    }
+
+
+def _test(name, area, items, outcome, output, weight, description="") -> dict:
+    return {"name": name, "area": area, "items": list(items), "outcome": outcome, "output": output,
+            "weight": weight, "score": weight if outcome == "passed" else 0.0, "max_score": weight,
+            "description": description}
+
+
+def _output(entry: dict) -> str:
+    if entry["outcome"] == "missing":
+        return f"missing (not attempted): {entry['output']}"
+    if entry["outcome"] == "given":
+        return f"not graded: {entry['output']}"
+    return entry["output"]
+
+
+def _gradescope(test: dict) -> dict:
+    """A Gradescope test entry; `outcome` keeps the finer status, `status` is passed/failed."""
+    return {
+        "name": test["name"],
+        "score": round(test["score"], 4),
+        "max_score": round(test["max_score"], 4),
+        "status": "passed" if test["outcome"] in ("passed", "given") else "failed",
+        "outcome": test["outcome"],
+        "output": (test["description"] + "\n" if test["description"] and test["outcome"] == "failed" else "")
+        + test["output"],
+        "tags": [test["area"], *[f"item:{i}" for i in test["items"]]],
+    }
+
+
+def _status(tests: list[dict]) -> str:
+    """failed if any check failed; passed if every check ran and passed; otherwise missing."""
+    outcomes = [t["outcome"] for t in tests if t["outcome"] != "given"]
+    if any(o == "failed" for o in outcomes):
+        return "failed"
+    if outcomes and all(o == "passed" for o in outcomes):
+        return "passed"
+    return "missing"
+
+
+def summary_lines(data: dict) -> list[str]:
+    lines = [f"score {data['score']:g} / {data['max_score']:g}    gate: {data['rubric']['gate'].upper()} "
+             f"({data['rubric']['items_passed']}/8 items"
+             + (f"; must-pass not passed: {', '.join(data['rubric']['must_pass_failed'])}"
+                if data["rubric"]["must_pass_failed"] else "") + ")"]
+    lines.append("areas: " + "  ".join(f"{a}={v['status']}" for a, v in data["areas"].items()))
+    lines.append("items: " + "  ".join(f"{i}={s}" for i, s in data["rubric"]["items"].items()))
+    lines.extend(f"advisory: {a}" for a in data["advisories"])
+    return lines
+
+
+def feedback(data: dict, name: str, notes: list[str] = ()) -> str:
+    """The human-readable feedback written beside results.json."""
+    out = [f"# Feedback for {name}", ""]
+    out.extend(summary_lines(data))
+    for title, wanted in (("Failed checks", "failed"), ("Not attempted (missing)", "missing")):
+        chosen = [t for t in data["tests"] if t["outcome"] == wanted]
+        if chosen:
+            out += ["", f"## {title}", ""]
+            for test in chosen:
+                out += [f"### {test['name']}  [{', '.join(test['tags'])}]", "", "```", test["output"], "```", ""]
+    passed = [t["name"] for t in data["tests"] if t["outcome"] == "passed"]
+    if passed:
+        out += ["", "## Passed", ""] + [f"- {n}" for n in passed]
+    if notes:
+        out += ["", "## Loading notes", ""] + [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"

@@ -1,0 +1,106 @@
+"""Hypothesis strategies for small, valid-by-construction inputs.
+
+Values are half-integers in [-4, 4]: exact in float32 and float64, so a difference is
+a bug and not rounding, and a shrunk example is readable. Tensors come in several
+memory layouts (contiguous, transposed view, every-other-element view, storage
+offset): the from-scratch functions must read strides from `x.stride()`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+DTYPES = {"float32": torch.float32, "float64": torch.float64}
+LAYOUTS = ("contiguous", "transposed", "strided", "offset")
+SENTINEL = 1000.0  # what lies in memory around non-contiguous views
+
+
+@dataclass(frozen=True)
+class TensorCase:
+    """A tensor described by its values, dtype and memory layout."""
+
+    values: np.ndarray
+    dtype: str = "float32"
+    layout: str = "contiguous"
+
+    def __repr__(self) -> str:
+        values = np.array2string(self.values, separator=",", threshold=200).replace("\n", "")
+        return f"TensorCase(shape={self.values.shape}, dtype={self.dtype}, layout={self.layout!r}, values={values})"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.values.shape)
+
+    def build(self) -> torch.Tensor:
+        return make_tensor(self.values, DTYPES[self.dtype], self.layout)
+
+
+def make_tensor(values: np.ndarray, dtype: torch.dtype, layout: str = "contiguous") -> torch.Tensor:
+    """A tensor with exactly `values`, laid out in memory as `layout` says."""
+    base = torch.tensor(np.asarray(values, dtype=np.float64), dtype=dtype)
+    if layout == "contiguous" or base.ndim == 0:
+        return base
+    if layout == "transposed":
+        if base.ndim < 2:
+            return base
+        return base.transpose(-1, -2).contiguous().transpose(-1, -2)
+    if layout == "strided":
+        wide = torch.full((*base.shape[:-1], base.shape[-1] * 2), SENTINEL, dtype=dtype)
+        wide[..., ::2] = base
+        return wide[..., ::2]
+    if layout == "offset":
+        flat = torch.cat([torch.full((3,), SENTINEL, dtype=dtype), base.flatten()])
+        return flat[3:].view(base.shape)
+    raise ValueError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
+
+
+half_integers = st.integers(-8, 8).map(lambda v: v / 2)
+
+
+def arrays(shape: tuple[int, ...], elements: st.SearchStrategy[float] = half_integers) -> st.SearchStrategy:
+    return hnp.arrays(np.float64, shape, elements=elements)
+
+
+@st.composite
+def tensors(draw, shape: tuple[int, ...], *, dtypes=tuple(DTYPES), layouts=LAYOUTS, dtype: str | None = None,
+            elements: st.SearchStrategy[float] = half_integers) -> TensorCase:
+    values = draw(arrays(shape, elements), label="values")
+    chosen = dtype or draw(st.sampled_from(dtypes), label="dtype")
+    layout = draw(st.sampled_from(layouts), label="layout")
+    return TensorCase(values, chosen, layout)
+
+
+@dataclass(frozen=True)
+class IntOrPair:
+    """An int-or-pair argument as passed (int, numpy int, tuple) and its (h, w) meaning."""
+
+    passed: object
+    pair: tuple[int, int]
+
+    def __repr__(self) -> str:
+        return repr(self.passed)
+
+
+@st.composite
+def int_or_pair(draw, low: int, high: int, *, square: bool = False) -> IntOrPair:
+    """Draws (h, w) in [low, high] and the form it is passed in: int, numpy int, tuple, numpy tuple."""
+    h = draw(st.integers(low, high))
+    w = h if square else draw(st.integers(low, high))
+    forms = ["tuple", "numpy tuple"] + (["int", "numpy int"] if h == w else [])
+    form = draw(st.sampled_from(forms))
+    passed = {
+        "int": h,
+        "numpy int": np.int64(h),
+        "tuple": (h, w),
+        "numpy tuple": (np.int64(h), np.int64(w)),
+    }[form]
+    return IntOrPair(passed, (h, w))
+
+
+def positive(low: int = 1, high: int = 4) -> st.SearchStrategy[int]:
+    return st.integers(low, high)
