@@ -35,8 +35,9 @@ settings.register_profile("dev", max_examples=12, deadline=None, print_blob=True
                           suppress_health_check=_SUPPRESS)
 settings.register_profile("thorough", max_examples=300, deadline=None, database=None, print_blob=True,
                           report_multiple_bugs=False, suppress_health_check=_SUPPRESS)
-settings.register_profile("explain", parent=settings.get_profile("conformance"),
-                          phases=tuple(Phase))
+# The corpus of known bugs: the same inputs as `conformance`, without the (slow) shrinking.
+settings.register_profile("corpus", parent=settings.get_profile("conformance"),
+                          phases=(Phase.explicit, Phase.reuse, Phase.generate))
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:

@@ -1,0 +1,119 @@
+"""The bug corpus: buggy implementations a learner really writes, each expected to fail its area.
+
+Each bug is a small patch on a correct learner submission under `examples/`, declared
+in `corpus/<area>.toml`:
+
+    [[bug]]
+    id = "relu-in-place"
+    area = "modules"                      # the area that must fail
+    checks = ["test_relu_leaves_input"]   # checks that must fail (substrings of check names)
+    description = "ReLU clamps its input in place"
+    base = "learner_submission.py"        # optional, the file under examples/ to patch
+    [[bug.patch]]
+    old = "return t.maximum(x, t.tensor(0.0))"
+    new = "return x.clamp_(min=0)"
+
+Every `old` must occur exactly once in the base file, so a patch that no longer applies
+is an error, never a silent no-op. `python -m corpus run ID` grades one bug;
+`python -m corpus list` lists them.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+HERE = Path(__file__).resolve().parent
+
+
+@dataclass(frozen=True)
+class Bug:
+    id: str
+    area: str
+    description: str
+    patches: tuple[tuple[str, str], ...]
+    checks: tuple[str, ...] = ()
+    base: str = "learner_submission.py"
+    extra: dict = field(default_factory=dict, compare=False, hash=False)
+
+    def source(self) -> str:
+        text = (EXAMPLES / self.base).read_text()
+        for old, new in self.patches:
+            count = text.count(old)
+            if count != 1:
+                raise ValueError(f"bug {self.id}: the patch text occurs {count} times in examples/{self.base} "
+                                 f"(it must occur exactly once):\n{old}")
+            text = text.replace(old, new)
+        return text
+
+    def write(self, directory: Path) -> Path:
+        path = Path(directory) / f"{self.id}{Path(self.base).suffix}"
+        path.write_text(self.source())
+        return path
+
+
+def load_bugs() -> list[Bug]:
+    from conformance.areas import AREAS
+
+    bugs = []
+    for file in sorted(HERE.glob("*.toml")):
+        for raw in tomllib.loads(file.read_text()).get("bug", []):
+            bug = Bug(
+                id=raw["id"], area=raw["area"], description=raw["description"],
+                patches=tuple((p["old"], p["new"]) for p in raw["patch"]),
+                checks=tuple(raw.get("checks", ())), base=raw.get("base", "learner_submission.py"),
+            )
+            if bug.area not in AREAS:
+                raise ValueError(f"{file.name}: bug {bug.id} names unknown area {bug.area!r}")
+            bugs.append(bug)
+    ids = [b.id for b in bugs]
+    duplicated = sorted({i for i in ids if ids.count(i) > 1})
+    if duplicated:
+        raise ValueError(f"duplicated bug ids: {duplicated}")
+    return bugs
+
+
+def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "corpus") -> dict:
+    """Run the conformance checks of `areas` on `impl`; returns results.json as a dict."""
+    results = out / "results.json"
+    command = [sys.executable, "-m", "pytest", "--pyargs", "conformance.checks", "--impl", str(impl),
+               "--results-json", str(results), "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+               f"--hypothesis-profile={profile}", *[f"--area={a}" for a in areas], *extra]
+    done = subprocess.run(command, capture_output=True, text=True, cwd=ROOT)
+    if not results.exists():
+        raise RuntimeError(f"no results from {' '.join(command)}:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    data = json.loads(results.read_text())
+    data["_stdout"] = done.stdout
+    return data
+
+
+def main(argv: list[str]) -> int:
+    if not argv or argv[0] not in ("list", "run"):
+        print("usage: python -m corpus list | run ID [ID ...]")
+        return 2
+    bugs = {b.id: b for b in load_bugs()}
+    if argv[0] == "list":
+        for bug in bugs.values():
+            print(f"{bug.area:20} {bug.id:40} {bug.description}")
+        return 0
+    status = 0
+    for bug_id in argv[1:]:
+        bug = bugs[bug_id]
+        with tempfile.TemporaryDirectory() as tmp:
+            data = grade(bug.write(Path(tmp)), [bug.area], Path(tmp))
+        failed = [t["name"] for t in data["tests"] if t["outcome"] == "failed"]
+        verdict = data["areas"][bug.area]["status"]
+        print(f"{bug.id}: area {bug.area} {verdict}; failed checks: {failed}")
+        for test in data["tests"]:
+            if test["outcome"] == "failed":
+                print("  ---", test["name"], "\n  " + test["output"].replace("\n", "\n  ")[:1500])
+        if verdict != "failed":
+            status = 1
+    return status
