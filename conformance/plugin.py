@@ -55,6 +55,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
                     help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
     group.addoption("--results-json", metavar="PATH", help="write the graded results (CONTRACT section 5) here")
+    group.addoption("--checks-json", metavar="PATH", help="write the raw per-check entries here (for `grade`)")
 
 
 def parse_aliases(pairs: list[str]) -> dict[str, str]:
@@ -259,15 +260,22 @@ def pytest_sessionstart(session: pytest.Session) -> None:
 
 
 def _write(config: pytest.Config) -> None:
-    path = config.getoption("results_json", None)
-    if not path or hasattr(config, "workerinput"):  # under xdist, only the controller writes
+    """Rewrite the result files after every check, so a run stopped early is graded as far as it got."""
+    if hasattr(config, "workerinput"):  # under xdist, only the controller writes
         return
-    data = report.build(list(config.stash[_RESULTS].values()), impl=config.getoption("impl"),
-                        strict=bool(config.getoption("conformance_strict")))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(f"{path}.tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
+    entries = list(config.stash[_RESULTS].values())
+    documents = {
+        "results_json": lambda: report.build(entries, impl=config.getoption("impl"),
+                                             strict=bool(config.getoption("conformance_strict"))),
+        "checks_json": lambda: entries,
+    }
+    for option, document in documents.items():
+        path = config.getoption(option, None)
+        if path:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(f"{path}.tmp")
+            tmp.write_text(json.dumps(document(), indent=2))
+            os.replace(tmp, path)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

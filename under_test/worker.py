@@ -218,7 +218,19 @@ def _cap_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
+def _die_with_parent() -> None:
+    """On Linux, the kernel kills the worker when the harness process goes away."""
+    try:
+        import ctypes
+        import signal
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
+    _die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m under_test.worker")
     parser.add_argument("impl")
     parser.add_argument("--aliases", default="{}")
@@ -253,7 +265,10 @@ def main(argv: list[str] | None = None) -> None:
         except BaseException as error:  # noqa: BLE001 - the submission may raise anything
             if isinstance(error, KeyboardInterrupt):
                 raise
-            reply = {"ok": False, "error": {"type": type_name(error), "message": str(error)[:2000],
+            message = str(error)[:2000]
+            if isinstance(error, MemoryError):
+                message = f"the submission exceeded the sandbox's memory cap ({options.memory_mb} MB) {message}"
+            reply = {"ok": False, "error": {"type": type_name(error), "message": message,
                                             "traceback": _submission_traceback(error)[-4000:]}}
         try:
             _send(reply_fd, reply)

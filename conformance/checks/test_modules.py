@@ -1,0 +1,564 @@
+"""Area `modules` (rubric item 2): ReLU, Linear, Flatten, Sequential and SimpleMLP.
+
+Oracles, all computed in the harness: `torch.relu`, `F.linear`, `torch.flatten`, torch's
+own modules applied one after another (for Sequential, which is also handed torch's
+modules, so that only the container is judged), and for SimpleMLP the logits
+`F.linear(F.relu(F.linear(x.flatten(1), w1, b1)), w2, b2)` of the same weights together
+with the gradients of `F.cross_entropy` on them. Linear's initialisation is judged on
+seeded constructions (the worker seeds torch's RNG), with statistical margins that
+U(+-1/sqrt(in_features)) meets for every seed (verified on 300 seeds per size, with a
+margin of at least 4x on each statistic) and that the usual wrong inits miss by far.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.areas import area, requires
+from conformance.compare import assert_close, assert_equal, fail, tensor_of
+from conformance.probing import describe_state, load_state, state_entries, state_tensors
+from conformance.strategies import DTYPES, arrays, tensors
+from under_test.sandbox import SubmissionRaised
+
+pytestmark = [area("modules")]
+
+DIMS = st.integers(1, 3)
+
+
+def shapes(min_dims: int, max_dims: int) -> st.SearchStrategy[tuple[int, ...]]:
+    return st.lists(DIMS, min_size=min_dims, max_size=max_dims).map(tuple)
+
+
+def printable(sandbox, handle, what: str) -> str:
+    """repr(module), or a failure naming the error: print(model) must never crash."""
+    try:
+        return sandbox.repr(handle)
+    except SubmissionRaised as error:
+        fail(f"repr({what}) raised {error.type_name}: {error.message}\n{error.traceback}\n"
+             "print(model) calls extra_repr on every submodule: extra_repr must return a string built from "
+             "attributes the module really has (check the attribute names it reads)")
+    raise AssertionError  # unreachable
+
+
+def cotangent_like(x: torch.Tensor) -> torch.Tensor:
+    """A fixed, nowhere-zero weighting of the output, to backpropagate through it."""
+    n = max(x.numel(), 1)
+    return (torch.arange(1, x.numel() + 1, dtype=torch.float64) / n * (-1) ** torch.arange(x.numel())) \
+        .reshape(x.shape).to(x.dtype)
+
+
+# ---- ReLU ------------------------------------------------------------------------------
+
+@requires("ReLU")
+@given(x=shapes(0, 4).flatmap(tensors))
+def test_relu_values(sandbox, x):
+    """ReLU()(x) equals torch.relu(x) for tensors of any shape, dtype and memory layout."""
+    handle = sandbox.construct("ReLU")
+    printable(sandbox, handle, "ReLU()")
+    inp = x.build()
+    got = sandbox.call(handle, inp)
+    assert_close(got, torch.relu(inp), f"ReLU()(x) for x of shape {x.shape} ({x.dtype})",
+                 hint="ReLU keeps positive values, sets negative ones to 0, and keeps the input's shape and dtype "
+                      "(compare with a 0-dim zero, e.g. t.maximum(x, t.tensor(0.0)), so nothing is broadcast)")
+
+
+IN_PLACE = ("ReLU modifies its input in place: the forward pass must return a new tensor and leave x untouched "
+            "(use t.maximum(x, t.tensor(0.0)) or x.clamp(min=0), not clamp_, relu_, x[x < 0] = 0 or "
+            "inplace=True). In a network, an in-place ReLU overwrites a tensor that autograd or the caller "
+            "still needs.")
+
+
+@requires("ReLU")
+@given(x=shapes(0, 4).flatmap(lambda shape: tensors(shape, layouts=("contiguous", "transposed"))))
+def test_relu_leaves_its_input_untouched(sandbox, x):
+    """ReLU returns a new tensor without modifying its input, and passes gradients only where x > 0."""
+    handle = sandbox.construct("ReLU")
+    inp = x.build()
+    cotangent = cotangent_like(inp)
+    try:
+        # The worker hands the module a leaf that requires grad: autograd refuses any
+        # in-place change to it, so an in-place ReLU shows itself here.
+        got = sandbox.grad(handle, (inp,), cotangent)
+    except SubmissionRaised as error:
+        if "in-place" in error.message or "inplace" in error.message:
+            fail(f"{IN_PLACE}\nOn an input that requires grad it raised {error.type_name}: {error.message}")
+        if "does not require grad" in error.message:
+            fail("ReLU's output is cut off from autograd (no gradient reaches its input): compute it with torch "
+                 f"operations on x itself, not through .detach(), .numpy() or a new tensor.\n{error.message}")
+        raise
+    assert_close(got["value"], torch.relu(inp), f"ReLU()(x) for x of shape {x.shape} ({x.dtype})")
+    grad = got["input_grads"][0]
+    if grad is None:
+        fail("no gradient reached ReLU's input: its output must be computed from x with differentiable torch ops")
+    grad = tensor_of(grad, "the gradient of ReLU's input")
+    # At exactly x == 0 conventions differ (relu: 0, maximum: 1/2, clamp: 1): judged elsewhere only.
+    expected = torch.where(inp > 0, cotangent, torch.zeros_like(cotangent))
+    at_zero = inp == 0
+    assert_close(torch.where(at_zero, expected, grad.to(expected.dtype)) if grad.shape == inp.shape else grad,
+                 expected, "gradient of ReLU w.r.t. its input (away from x == 0)",
+                 hint="the gradient is the upstream gradient where x > 0 and 0 where x < 0; a gradient that also "
+                      "flows where x < 0 means the module returned (a modified) x itself: " + IN_PLACE)
+
+
+# ---- Linear ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class LinearCall:
+    """How Linear is constructed in one example: positionally, by keyword, or with the default bias."""
+
+    n_in: int
+    n_out: int
+    bias: bool
+    form: str
+
+    @property
+    def args(self) -> tuple:
+        return {"defaults": (self.n_in, self.n_out), "positional": (self.n_in, self.n_out, self.bias),
+                "keyword": ()}[self.form]
+
+    @property
+    def kwargs(self) -> dict:
+        if self.form != "keyword":
+            return {}
+        return {"in_features": self.n_in, "out_features": self.n_out, "bias": self.bias}
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Linear({', '.join(parts)})"
+
+
+@st.composite
+def linear_calls(draw, n_in=st.integers(1, 4), n_out=st.integers(1, 4)) -> LinearCall:
+    i, o = draw(n_in, label="in_features"), draw(n_out, label="out_features")
+    form = draw(st.sampled_from(["positional", "keyword", "defaults"]), label="form")
+    bias = True if form == "defaults" else draw(st.booleans(), label="bias")
+    return LinearCall(i, o, bias, form)
+
+
+@requires("Linear")
+@given(call=linear_calls())
+def test_linear_parameters(sandbox, call):
+    """weight (out, in) then bias (out,) are trainable parameters; with bias=False, bias is None and unregistered."""
+    handle = sandbox.construct("Linear", *call.args, **call.kwargs)
+    entries = state_entries(sandbox, handle, repr(call))
+    got = [(e.name, e.kind, tuple(e.tensor.shape)) for e in entries]
+    expected = [("weight", "parameter", (call.n_out, call.n_in))] + \
+        ([("bias", "parameter", (call.n_out,))] if call.bias else [])
+    if got != expected:
+        fail(f"{call} has state_dict entries [{describe_state(entries)}]; expected, in this order, "
+             f"{[f'{n} ({k}, {s})' for n, k, s in expected]}. weight is an nn.Parameter of shape "
+             "(out_features, in_features) (the forward pass uses x @ weight.T), registered before bias; "
+             "with bias=False set self.bias = None so that no bias is registered")
+    if not call.bias:
+        bias = sandbox.get(handle, "bias")
+        if bias is not None:
+            fail(f"{call}.bias is {getattr(bias, 'type', type(bias).__name__)}, expected None "
+                 "(torch's convention: no bias means self.bias = None)")
+    frozen = [n for n, trainable in sandbox.state(handle)["parameters"] if not trainable]
+    if frozen:
+        fail(f"{call}: parameters {frozen} do not require grad; nn.Parameter(...) makes them trainable")
+
+
+@requires("Linear")
+@given(data=st.data(), call=linear_calls(), lead=shapes(0, 3), dtype=st.sampled_from(list(DTYPES)))
+def test_linear_forward(sandbox, data, call, lead, dtype):
+    """Linear maps (*, in_features) to (*, out_features) as x @ weight.T + bias, with matching gradients."""
+    dt = DTYPES[dtype]
+    weight = torch.tensor(data.draw(arrays((call.n_out, call.n_in)), label="weight"), dtype=dt)
+    state = {"weight": weight}
+    if call.bias:
+        state["bias"] = torch.tensor(data.draw(arrays((call.n_out,)), label="bias"), dtype=dt)
+    x = data.draw(tensors((*lead, call.n_in), dtype=dtype), label="x")
+    handle = sandbox.construct("Linear", *call.args, **call.kwargs)
+    if dtype == "float64":
+        sandbox.method(handle, "double")
+    load_state(sandbox, handle, state, repr(call))
+    inp = x.build()
+    expected_shape = (*lead, call.n_out)
+    cotangent = cotangent_like(torch.empty(expected_shape, dtype=dt))
+    try:
+        got = sandbox.grad(handle, (inp,), cotangent)
+    except SubmissionRaised as error:
+        error.add_note(f"{call} was called on an input of shape {x.shape}. Linear takes any number of leading "
+                       "dimensions, (*, in_features) -> (*, out_features): x @ self.weight.T, F.linear, or an "
+                       "einsum with '... in, out in -> ... out' all do; 'b i, o i -> b o' handles 2-D input only")
+        raise
+    leaf = inp.detach().clone().requires_grad_(True)
+    params = {name: value.clone().requires_grad_(True) for name, value in state.items()}
+    expected = F.linear(leaf, params["weight"], params.get("bias"))
+    (expected * cotangent).sum().backward()
+    what = f"{call} on x of shape {x.shape} ({dtype})"
+    assert_close(got["value"], expected.detach(), what,
+                 hint="Linear computes x @ weight.T + bias (bias only when bias=True); weight has shape "
+                      "(out_features, in_features)")
+    assert_close(got["input_grads"][0], leaf.grad, f"gradient w.r.t. the input of {what}")
+    for name, param in params.items():
+        grad = got["param_grads"].get(name)
+        if grad is None:
+            fail(f"Linear.{name} got no gradient: the forward pass must use the parameter itself "
+                 "(not .data, .detach() or a copy)")
+        assert_close(grad, param.grad, f"gradient w.r.t. Linear.{name} of {what}")
+
+
+INIT_SIZES = [(400, 50), (100, 300)]
+
+
+@requires("Linear")
+@given(size=st.sampled_from(INIT_SIZES), seed=st.integers(0, 2**32 - 1))
+def test_linear_init(sandbox, size, seed):
+    """weight and bias start uniform in [-1/sqrt(in_features), 1/sqrt(in_features)], as in torch."""
+    n_in, n_out = size
+    bound = 1 / math.sqrt(n_in)
+    what = f"Linear({n_in}, {n_out}) constructed after torch.manual_seed({seed})"
+    handle = sandbox.construct("Linear", n_in, n_out, seed=seed)
+    values = state_tensors(sandbox, handle, what)
+    for name in ("weight", "bias"):
+        if name not in values:
+            fail(f"{what} has no {name} in its state_dict (entries: {sorted(values)})")
+    hint = (f"initialise both weight and bias uniformly in [-b, b] with b = 1/sqrt(in_features) = {bound:.4g} "
+            "(e.g. (t.rand(shape) * 2 - 1) * b): that keeps the output's scale independent of in_features")
+    for name, v in values.items():
+        v = v.to(torch.float64).flatten()
+        if not bool(torch.isfinite(v).all()):
+            fail(f"{what}.{name} holds non-finite values (uninitialised t.empty?)\n{hint}")
+        largest = float(v.abs().max())
+        if largest > bound * (1 + 1e-6):
+            fail(f"{what}.{name} has a value of magnitude {largest:.4g}, beyond the bound "
+                 f"1/sqrt(in_features) = {bound:.4g}\n{hint}")
+        if name == "weight":
+            # 20,000+ draws: max |w| of U(-b, b) is above 0.9997 b; the mean and std are within 1.3% of 0 and
+            # b/sqrt(3) for every seed tried, so 5% leaves a wide margin.
+            if largest < 0.95 * bound:
+                fail(f"{what}.weight never comes near the bound: max |w| = {largest:.4g} < 0.95 * {bound:.4g}; "
+                     f"the range is too narrow\n{hint}")
+            mean, std = float(v.mean()), float(v.std())
+            if abs(mean) > 0.05 * bound:
+                fail(f"{what}.weight has mean {mean:.4g}, expected about 0 (|mean| <= {0.05 * bound:.3g}): the "
+                     f"range is not centred on 0\n{hint}")
+            if abs(std / (bound / math.sqrt(3)) - 1) > 0.05:
+                fail(f"{what}.weight has standard deviation {std:.4g}; U(-b, b) gives b/sqrt(3) = "
+                     f"{bound / math.sqrt(3):.4g} (within 5%): the values are not spread uniformly\n{hint}")
+        else:
+            # 50+ draws: max |b| of U(-b, b) stays above 0.87 b and each sign holds at least 26% of the values.
+            if largest < 0.5 * bound:
+                fail(f"{what}.bias never comes near the bound: max |bias| = {largest:.4g} < 0.5 * {bound:.4g} "
+                     f"(a zero bias is not torch's init)\n{hint}")
+            negative, positive = int((v < 0).sum()), int((v > 0).sum())
+            if min(negative, positive) < 0.1 * v.numel():
+                fail(f"{what}.bias has {negative} negative and {positive} positive values out of {v.numel()}: "
+                     f"it is not centred on 0 (U(0, 1) instead of U(-b, b)?)\n{hint}")
+
+
+@st.composite
+def distinct_features(draw) -> tuple[int, int]:
+    n_in = draw(st.integers(2, 64), label="in_features")
+    n_out = draw(st.integers(2, 63), label="out_features")
+    return n_in, n_out + (n_out >= n_in)
+
+
+@requires("Linear")
+@given(features=distinct_features(), bias=st.booleans())
+def test_linear_repr(sandbox, features, bias):
+    """print(Linear(in, out)) works and shows in_features and out_features."""
+    n_in, n_out = features
+    what = f"Linear({n_in}, {n_out}, bias={bias})"
+    text = printable(sandbox, sandbox.construct("Linear", n_in, n_out, bias), what)
+    missing = [f"{name}={n}" for name, n in (("in_features", n_in), ("out_features", n_out))
+               if not re.search(rf"(?<![\d.]){n}(?![\d.])", text)]
+    if missing:
+        fail(f"repr({what}) is {text!r}; it should show {' and '.join(missing)}: define extra_repr returning "
+             "e.g. f'in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}'")
+
+
+# ---- Flatten ---------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class FlattenCall:
+    ndim: int
+    start: int  # as passed (maybe negative)
+    end: int
+    form: str
+
+    @property
+    def args(self) -> tuple:
+        return {"defaults": (), "positional": (self.start, self.end), "keyword": ()}[self.form]
+
+    @property
+    def kwargs(self) -> dict:
+        return {"start_dim": self.start, "end_dim": self.end} if self.form == "keyword" else {}
+
+    def __repr__(self) -> str:
+        parts = [repr(a) for a in self.args] + [f"{k}={v!r}" for k, v in self.kwargs.items()]
+        return f"Flatten({', '.join(parts)})"
+
+
+@st.composite
+def flatten_calls(draw) -> FlattenCall:
+    """A valid (start_dim, end_dim) for an input of ndim 1..5: start <= end once normalised."""
+    ndim = draw(st.integers(1, 5), label="ndim")
+    forms = ["positional", "keyword"] + (["defaults"] if ndim >= 2 else [])
+    form = draw(st.sampled_from(forms), label="form")
+    if form == "defaults":
+        return FlattenCall(ndim, 1, -1, form)
+    start = draw(st.integers(0, ndim - 1), label="start")
+    end = draw(st.integers(start, ndim - 1), label="end")
+    start -= draw(st.sampled_from([0, ndim]), label="start shift")
+    end -= draw(st.sampled_from([0, ndim]), label="end shift")
+    return FlattenCall(ndim, start, end, form)
+
+
+@requires("Flatten")
+@given(data=st.data(), call=flatten_calls())
+def test_flatten_values(sandbox, data, call):
+    """Flatten(start_dim, end_dim) equals torch.flatten(x, start_dim, end_dim): both ends inclusive, negatives too."""
+    x = data.draw(shapes(call.ndim, call.ndim).flatmap(tensors), label="x")
+    handle = sandbox.construct("Flatten", *call.args, **call.kwargs)
+    inp = x.build()
+    got = sandbox.call(handle, inp)
+    assert_close(got, torch.flatten(inp, call.start, call.end), f"{call} on x of shape {x.shape} ({x.layout})",
+                 hint="dims start_dim..end_dim, both inclusive, become one; a negative dim counts from the end "
+                      "(-1 is the last); use reshape, not view, so non-contiguous inputs work too")
+
+
+@requires("Flatten")
+@given(start=st.integers(-3, 2), end=st.integers(-3, 2))
+def test_flatten_repr(sandbox, start, end):
+    """print(Flatten(start_dim, end_dim)) works."""
+    printable(sandbox, sandbox.construct("Flatten", start, end), f"Flatten({start}, {end})")
+
+
+# ---- Sequential ------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Stack:
+    """A list of torch layers for a Sequential: ("ReLU", None) or ("Linear", (weight, bias) arrays)."""
+
+    layers: tuple
+
+    def modules(self) -> list[torch.nn.Module]:
+        built = []
+        for kind, values in self.layers:
+            if kind == "ReLU":
+                built.append(torch.nn.ReLU())
+                continue
+            weight, bias = values
+            linear = torch.nn.Linear(weight.shape[1], weight.shape[0]).double()
+            with torch.no_grad():
+                linear.weight.copy_(torch.tensor(weight))
+                linear.bias.copy_(torch.tensor(bias))
+            built.append(linear)
+        return built
+
+    def __repr__(self) -> str:
+        return "Sequential(" + ", ".join(
+            "nn.ReLU()" if kind == "ReLU" else f"nn.Linear(weight={v[0].tolist()}, bias={v[1].tolist()})"
+            for kind, v in self.layers) + ")"
+
+
+@st.composite
+def stacks(draw, width: int, min_size: int = 1, max_size: int = 4) -> Stack:
+    kinds = draw(st.lists(st.sampled_from(["Linear", "ReLU"]), min_size=min_size, max_size=max_size), label="kinds")
+    layers = []
+    for i, kind in enumerate(kinds):
+        if kind == "ReLU":
+            layers.append(("ReLU", None))
+        else:
+            layers.append(("Linear", (draw(arrays((width, width)), label=f"weight {i}"),
+                                      draw(arrays((width,)), label=f"bias {i}"))))
+    return Stack(tuple(layers))
+
+
+@requires("Sequential")
+@given(data=st.data(), width=st.integers(1, 3))
+def test_sequential_applies_modules_in_order(sandbox, data, width):
+    """Sequential(m0, m1, ...)(x) is ...m1(m0(x)): each module's output feeds the next, in the given order."""
+    stack = data.draw(stacks(width), label="modules")
+    x = data.draw(tensors((data.draw(DIMS, label="batch"), width), dtype="float64"), label="x")
+    handle = sandbox.construct("Sequential", *stack.modules())
+    inp = x.build()
+    expected = inp
+    for module in stack.modules():
+        expected = module(expected)
+    assert_close(sandbox.call(handle, inp), expected.detach(), f"{stack} on x of shape {x.shape}",
+                 hint="forward feeds x through every module in order, each one's output being the next one's "
+                      "input (x = module(x) in the loop), and returns the last output")
+
+
+@requires("Sequential")
+@given(stack=stacks(2, min_size=1, max_size=4), replacement=arrays((2, 2)))
+def test_sequential_indexing_and_state(sandbox, stack, replacement):
+    """seq[i] and seq[i - len] are the i-th module; state_dict keys are "0.weight", ...; seq[-1] = m replaces it."""
+    modules = stack.modules()
+    n = len(modules)
+    handle = sandbox.construct("Sequential", *modules)
+    printable(sandbox, handle, repr(stack))
+    ids = []
+    for i, module in enumerate(modules):
+        try:
+            forward, backward = sandbox.get(handle, str(i)), sandbox.get(handle, str(i - n))
+        except SubmissionRaised as error:
+            error.add_note(f"indexing {stack}: seq[{i}] and seq[{i - n}] must both return module {i} "
+                           "(negative indices count from the end, as for a list)")
+            raise
+        expected_type = f"{type(module).__module__}.{type(module).__qualname__}"
+        if getattr(forward, "type", None) != expected_type:
+            fail(f"{stack}[{i}] is {forward!r}, expected the {type(module).__name__} passed at position {i}")
+        if getattr(backward, "id", None) != forward.id:
+            fail(f"{stack}[{i - n}] is not the same module as [{i}]: a negative index counts from the end")
+        ids.append(forward.id)
+    if len(set(ids)) != n:
+        fail(f"{stack}: seq[0..{n - 1}] do not return {n} different modules (got object ids {ids})")
+    expected_keys = [f"{i}.{p}" for i, (kind, _) in enumerate(stack.layers) if kind == "Linear"
+                     for p in ("weight", "bias")]
+    entries = state_entries(sandbox, handle, repr(stack))
+    got_keys = [e.name for e in entries]
+    if got_keys != expected_keys:
+        fail(f"{stack}.state_dict() keys are {got_keys}, expected {expected_keys}: register each module as a "
+             "child named by its position (self._modules[str(i)] = module or self.add_module(str(i), module)); "
+             "a plain Python list hides the parameters from state_dict, .parameters() and the optimizer")
+    expected_state = {f"{i}.{name}": value for i, module in enumerate(modules)
+                      for name, value in module.state_dict().items()}
+    for entry in entries:
+        assert_close(entry.tensor, expected_state[entry.name], f"{stack}.state_dict()[{entry.name!r}]")
+    new = torch.nn.Linear(2, 2).double()
+    with torch.no_grad():
+        new.weight.copy_(torch.tensor(replacement))
+        new.bias.zero_()
+    try:
+        sandbox.set(handle, "-1", new)
+        last = sandbox.get(handle, str(n - 1))
+    except SubmissionRaised as error:
+        error.add_note(f"seq[-1] = nn.Linear(2, 2) on {stack} must replace the last module")
+        raise
+    replaced = state_tensors(sandbox, last, f"{stack}[{n - 1}] after seq[-1] = nn.Linear(2, 2)")
+    if "weight" not in replaced:
+        fail(f"after seq[-1] = nn.Linear(2, 2), {stack}[{n - 1}] is not the new Linear")
+    assert_close(replaced["weight"], new.weight.detach(), f"weight of {stack}[{n - 1}] after seq[-1] = new Linear")
+    keys_after = [e.name for e in state_entries(sandbox, handle, repr(stack))]
+    expected_after = [k for k in expected_keys if not k.startswith(f"{n - 1}.")] + [f"{n - 1}.weight", f"{n - 1}.bias"]
+    assert_equal(keys_after, expected_after, f"{stack}.state_dict() keys after seq[-1] = nn.Linear(2, 2)",
+                 hint="__setitem__ stores the new module under the same key, str(index % len)")
+
+
+# ---- SimpleMLP -------------------------------------------------------------------------
+
+MLP_ENTRIES = [("linear1.weight", (100, 784)), ("linear1.bias", (100,)),
+               ("linear2.weight", (10, 100)), ("linear2.bias", (10,))]
+MLP_PARAMETERS = 79_510
+
+
+@requires("SimpleMLP")
+def test_simple_mlp_structure(sandbox):
+    """SimpleMLP has linear1 (784 -> 100) then linear2 (100 -> 10): 4 trainable entries, 79,510 parameters."""
+    handle = sandbox.construct("SimpleMLP")
+    entries = state_entries(sandbox, handle, "SimpleMLP()")
+    got = [(e.name, tuple(e.tensor.shape)) for e in entries]
+    if got != MLP_ENTRIES:
+        fail(f"SimpleMLP().state_dict() is [{describe_state(entries)}]; expected, in this order, {MLP_ENTRIES}: "
+             "attributes flatten = Flatten(), linear1 = Linear(784, 100), relu = ReLU(), linear2 = Linear(100, 10), "
+             "declared in this order, so that a saved state_dict loads into the course's model")
+    parameters = sandbox.state(handle)["parameters"]
+    frozen = [n for n, trainable in parameters if not trainable]
+    if frozen:
+        fail(f"SimpleMLP parameters {frozen} do not require grad")
+    count = sum(e.tensor.numel() for e in entries if e.kind == "parameter")
+    assert_equal(count, MLP_PARAMETERS, "number of parameters of SimpleMLP()")
+    printable(sandbox, handle, "SimpleMLP()")
+
+
+def mlp_weights(seed: int, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+
+    def uniform(*shape, fan_in):
+        return ((torch.rand(*shape, generator=gen, dtype=torch.float64) * 2 - 1) / math.sqrt(fan_in)).to(dtype)
+
+    return {"linear1.weight": uniform(100, 784, fan_in=784), "linear1.bias": uniform(100, fan_in=784),
+            "linear2.weight": uniform(10, 100, fan_in=100) * 4, "linear2.bias": uniform(10, fan_in=100)}
+
+
+def mlp_logits(x: torch.Tensor, w: dict[str, torch.Tensor]) -> torch.Tensor:
+    hidden = F.relu(F.linear(x.flatten(1), w["linear1.weight"], w["linear1.bias"]))
+    return F.linear(hidden, w["linear2.weight"], w["linear2.bias"])
+
+
+LOGITS_WHY = ("F.cross_entropy(logits, labels) applies log_softmax itself, so the classifier must return the raw "
+              "scores of linear2 (logits); probabilities are computed only where wanted, e.g. in predict(). A "
+              "softmax inside the model is applied twice by the loss and squashes the gradients (they vanish as "
+              "soon as one class dominates), so the model trains badly.")
+
+
+@st.composite
+def mnist_batches(draw) -> tuple[tuple[int, ...], int, str]:
+    batch = draw(st.integers(1, 3), label="batch")
+    shape = draw(st.sampled_from([(batch, 28, 28), (batch, 1, 28, 28)]), label="shape")
+    return shape, draw(st.integers(0, 2**16), label="seed"), draw(st.sampled_from(list(DTYPES)), label="dtype")
+
+
+def mlp_with_weights(sandbox, seed: int, dtype: str):
+    dt = DTYPES[dtype]
+    weights = mlp_weights(seed, dt)
+    handle = sandbox.construct("SimpleMLP")
+    if dtype == "float64":
+        sandbox.method(handle, "double")
+    load_state(sandbox, handle, weights, "SimpleMLP()")
+    return handle, weights
+
+
+def mnist_input(shape, seed: int, dtype: str) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed + 1)
+    return torch.randn(shape, generator=gen, dtype=torch.float64).to(DTYPES[dtype])
+
+
+@requires("SimpleMLP")
+@given(case=mnist_batches())
+def test_simple_mlp_returns_logits(sandbox, case):
+    """SimpleMLP(x) for (B, 28, 28) or (B, 1, 28, 28) images is linear2(relu(linear1(flatten(x)))): raw logits."""
+    shape, seed, dtype = case
+    handle, weights = mlp_with_weights(sandbox, seed, dtype)
+    x = mnist_input(shape, seed, dtype)
+    got = tensor_of(sandbox.call(handle, x), f"SimpleMLP() on x of shape {shape}")
+    logits = mlp_logits(x, weights)
+    if got.shape == logits.shape and got.dtype == logits.dtype:
+        for dim in (-1, 0):
+            if torch.allclose(got, F.softmax(logits, dim), rtol=1e-4, atol=1e-6):
+                fail(f"SimpleMLP returns softmax probabilities (softmax over dim {dim} of the logits), not the "
+                     f"logits.\n{LOGITS_WHY}")
+            if torch.allclose(got, F.log_softmax(logits, dim), rtol=1e-4, atol=1e-5):
+                fail(f"SimpleMLP returns log-probabilities (log_softmax over dim {dim} of the logits), not the "
+                     f"logits.\n{LOGITS_WHY}")
+    assert_close(got, logits, f"SimpleMLP() on x of shape {shape} ({dtype}), with given weights",
+                 hint="forward is flatten -> linear1 -> relu -> linear2, returning linear2's output unchanged. "
+                      + LOGITS_WHY)
+
+
+@requires("SimpleMLP")
+@given(case=mnist_batches())
+def test_simple_mlp_cross_entropy_gradients(sandbox, case):
+    """Backpropagating F.cross_entropy through SimpleMLP gives the parameter gradients of the true logits."""
+    shape, seed, dtype = case
+    handle, weights = mlp_with_weights(sandbox, seed, dtype)
+    x = mnist_input(shape, seed, dtype)
+    labels = torch.randint(0, 10, (shape[0],), generator=torch.Generator().manual_seed(seed + 2))
+    params = {name: value.clone().requires_grad_(True) for name, value in weights.items()}
+    logits = mlp_logits(x, params)
+    loss = F.cross_entropy(logits, labels)
+    (cotangent,) = torch.autograd.grad(loss, logits, retain_graph=True)
+    loss.backward()
+    # The worker backpropagates (model(x) * cotangent).sum(): with cotangent = dloss/dlogits this is exactly
+    # the gradient of F.cross_entropy(model(x), labels) when the model returns the logits.
+    got = sandbox.grad(handle, (x,), cotangent.detach())
+    for name, param in params.items():
+        grad = got["param_grads"].get(name)
+        if grad is None:
+            fail(f"SimpleMLP's {name} got no gradient from the loss: every layer must stay in the autograd graph")
+        assert_close(grad, param.grad, f"gradient of F.cross_entropy(SimpleMLP()(x), labels) w.r.t. {name}, "
+                                       f"x of shape {shape} ({dtype})",
+                     hint="the loss consumes the model's logits; a softmax inside the model, a detached layer or a "
+                          "ReLU that blocks gradients changes these gradients. " + LOGITS_WHY)

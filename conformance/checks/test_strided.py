@@ -1,0 +1,401 @@
+"""Area `strided` (rubric item 3 through its stride checks): the from-scratch functions.
+
+Oracles, computed in the harness on the same inputs: `torch.trace`, `mat @ vec`,
+`matA @ matB`, `F.conv1d`, `F.conv2d`, `F.pad` and `F.max_pool2d`. Inputs come in
+several memory layouts (transposed, every-other-element and offset views), so a
+function that derives strides from the shape instead of `x.stride()` is caught.
+Output shapes are checked first, against oh = floor((h + 2p - k) / s) + 1. The
+functions are bias-free; stride and padding are an int, a numpy int or a pair;
+max pooling pads with -inf and a stride of None means the kernel size. A separate
+check traces the ATen ops each function runs: convolution, pooling, unfold/im2col
+and padding ops are forbidden, and all but pad1d/pad2d must go through as_strided.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.areas import area, item, requires
+from conformance.compare import assert_close, fail, output_size, tensor_of
+from conformance.strategies import DTYPES, IntOrPair, half_integers, int_or_pair, tensors
+
+pytestmark = [area("strided")]
+
+DTYPE = st.sampled_from(list(DTYPES))
+PAD_VALUES = st.one_of(half_integers, st.sampled_from([float("-inf"), float("inf")]))
+negative_halves = st.integers(-8, -1).map(lambda v: v / 2)
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+def axis_formula(name: str, size: int, kernel: int, stride: int = 1, padding: int = 0) -> str:
+    """The output-size formula for one axis, with the numbers filled in."""
+    return (f"o{name} = floor(({name} + 2*padding - k{name}) / stride) + 1 = "
+            f"floor(({size} + 2*{padding} - {kernel}) / {stride}) + 1 = "
+            f"{output_size(size, kernel, stride, padding)}")
+
+
+def checked_output(got: object, expected: torch.Tensor, call: str, formulas: list[str], hint: str = "") -> None:
+    """Shape first (explained by the output-size formula), then dtype and values."""
+    tensor = tensor_of(got, call)
+    if tuple(tensor.shape) != tuple(expected.shape):
+        fail(f"{call} returned shape {tuple(tensor.shape)}, expected {tuple(expected.shape)} from the output-size "
+             f"formula: {'; '.join(formulas)}" + (f"\n{hint}" if hint else ""))
+    assert_close(tensor, expected, call, hint=hint)
+
+
+def form(draw, pair: tuple[int, int]) -> IntOrPair:
+    """An (h, w) pair as the caller passes it: int or numpy int when square, else tuple or numpy tuple."""
+    forms = ["tuple", "numpy tuple"] + (["int", "numpy int"] if pair[0] == pair[1] else [])
+    chosen = draw(st.sampled_from(forms))
+    passed = {"int": pair[0], "numpy int": np.int64(pair[0]), "tuple": tuple(pair),
+              "numpy tuple": (np.int64(pair[0]), np.int64(pair[1]))}[chosen]
+    return IntOrPair(passed, tuple(pair))
+
+
+def describe(*arrays: torch.Tensor) -> str:
+    return ", ".join(f"shape {tuple(a.shape)} stride {a.stride()} offset {a.storage_offset()}" for a in arrays)
+
+
+STRIDES_FROM_X = "read the strides from x.stride() (not from the shape): the input may be a transposed, " \
+                 "sliced or offset view"
+
+
+# ---- as_strided exercises -----------------------------------------------------------------
+
+@requires("as_strided_trace")
+@given(data=st.data(), n=st.integers(1, 5), dtype=DTYPE)
+def test_as_strided_trace(sandbox, data, n, dtype):
+    """as_strided_trace(mat) equals torch.trace for square matrices in any memory layout."""
+    mat = data.draw(tensors((n, n), dtype=dtype), label="mat").build()
+    got = sandbox.call("as_strided_trace", mat)
+    assert_close(got, torch.trace(mat), f"as_strided_trace of a {n}x{n} matrix ({describe(mat)})",
+                 hint="one step along the diagonal moves mat.stride(0) + mat.stride(1) elements in memory; "
+                      + STRIDES_FROM_X)
+
+
+@requires("as_strided_mv")
+@given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), dtype=DTYPE)
+def test_as_strided_mv(sandbox, data, i, j, dtype):
+    """as_strided_mv(mat, vec) equals mat @ vec, whatever the layout of mat and vec."""
+    mat = data.draw(tensors((i, j), dtype=dtype), label="mat").build()
+    vec = data.draw(tensors((j,), dtype=dtype), label="vec").build()
+    got = sandbox.call("as_strided_mv", mat, vec)
+    assert_close(got, mat @ vec, f"as_strided_mv(mat, vec) with mat {describe(mat)}, vec {describe(vec)}",
+                 hint="view vec as an (i, j) matrix with strides (0, vec.stride(0)); " + STRIDES_FROM_X)
+
+
+@requires("as_strided_mm")
+@given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), k=st.integers(1, 4), dtype=DTYPE)
+def test_as_strided_mm(sandbox, data, i, j, k, dtype):
+    """as_strided_mm(matA, matB) equals matA @ matB, whatever the layout of either matrix."""
+    a = data.draw(tensors((i, j), dtype=dtype), label="matA").build()
+    b = data.draw(tensors((j, k), dtype=dtype), label="matB").build()
+    got = sandbox.call("as_strided_mm", a, b)
+    assert_close(got, a @ b, f"as_strided_mm(matA, matB) with matA {describe(a)}, matB {describe(b)}",
+                 hint="view both as (i, j, k): matA with strides (sA0, sA1, 0), matB with (0, sB0, sB1), "
+                      "then multiply and sum over j; " + STRIDES_FROM_X)
+
+
+# ---- minimal convolutions ------------------------------------------------------------------
+
+@requires("conv1d_minimal_simple")
+@given(data=st.data(), kw=st.integers(1, 4), extra=st.integers(0, 4), dtype=DTYPE)
+def test_conv1d_minimal_simple(sandbox, data, kw, extra, dtype):
+    """conv1d_minimal_simple(x, weights) equals F.conv1d for 1-D x and kernel, in any memory layout."""
+    w = kw + extra
+    x = data.draw(tensors((w,), dtype=dtype), label="x").build()
+    weights = data.draw(tensors((kw,), dtype=dtype), label="weights").build()
+    got = sandbox.call("conv1d_minimal_simple", x, weights)
+    expected = F.conv1d(x[None, None], weights[None, None])[0, 0]
+    checked_output(got, expected, f"conv1d_minimal_simple(x, weights) with x {describe(x)}, kw={kw}",
+                   [axis_formula("w", w, kw)],
+                   hint="windows are x.as_strided((ow, kw), (s, s)) with s = x.stride(0); " + STRIDES_FROM_X)
+
+
+@requires("conv1d_minimal")
+@given(data=st.data(), b=st.integers(1, 3), ic=st.integers(1, 3), oc=st.integers(1, 3), kw=st.integers(1, 4),
+       extra=st.integers(0, 4), dtype=DTYPE)
+def test_conv1d_minimal(sandbox, data, b, ic, oc, kw, extra, dtype):
+    """conv1d_minimal(x, weights) equals F.conv1d (stride 1, no padding) on (b, ic, w) inputs in any layout."""
+    w = kw + extra
+    x = data.draw(tensors((b, ic, w), dtype=dtype), label="x").build()
+    weights = data.draw(tensors((oc, ic, kw), dtype=dtype), label="weights").build()
+    got = sandbox.call("conv1d_minimal", x, weights)
+    checked_output(got, F.conv1d(x, weights), f"conv1d_minimal(x, weights) with x {describe(x)}, "
+                   f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw)],
+                   hint="output (b, oc, ow); sum over ic and kw; " + STRIDES_FROM_X)
+
+
+@requires("conv2d_minimal")
+@given(data=st.data(), b=st.integers(1, 2), ic=st.integers(1, 3), oc=st.integers(1, 3), kh=st.integers(1, 3),
+       kw=st.integers(1, 3), extra_h=st.integers(0, 3), extra_w=st.integers(0, 3), dtype=DTYPE)
+def test_conv2d_minimal(sandbox, data, b, ic, oc, kh, kw, extra_h, extra_w, dtype):
+    """conv2d_minimal(x, weights) equals F.conv2d (stride 1, no padding), non-square kernels, any layout."""
+    h, w = kh + extra_h, kw + extra_w
+    x = data.draw(tensors((b, ic, h, w), dtype=dtype), label="x").build()
+    weights = data.draw(tensors((oc, ic, kh, kw), dtype=dtype), label="weights").build()
+    got = sandbox.call("conv2d_minimal", x, weights)
+    checked_output(got, F.conv2d(x, weights), f"conv2d_minimal(x, weights) with x {describe(x)}, "
+                   f"weights shape {tuple(weights.shape)}", [axis_formula("h", h, kh), axis_formula("w", w, kw)],
+                   hint="output (b, oc, oh, ow); the kernel need not be square; " + STRIDES_FROM_X)
+
+
+# ---- padding --------------------------------------------------------------------------------
+
+@requires("pad1d")
+@given(data=st.data(), lead=st.lists(st.integers(1, 3), max_size=2), w=st.integers(1, 5),
+       left=st.integers(0, 3), right=st.integers(0, 3), pad_value=PAD_VALUES, dtype=DTYPE)
+def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
+    """pad1d(x, left, right, pad_value) equals F.pad(x, (left, right), value=pad_value), keeping x's dtype."""
+    x = data.draw(tensors((*lead, w), dtype=dtype), label="x").build()
+    got = tensor_of(sandbox.call("pad1d", x, left, right, pad_value), "pad1d")
+    call = f"pad1d(x, left={left}, right={right}, pad_value={pad_value}) with x of shape {tuple(x.shape)}"
+    expected = F.pad(x, (left, right), value=pad_value)
+    if tuple(got.shape) != tuple(expected.shape):
+        fail(f"{call} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)}: only the last "
+             "dimension grows, to left + w + right")
+    assert_close(got, expected, call, hint="make the result with x.new_full(...) so it keeps x's dtype and "
+                 "device, then copy x into out[..., left:left + w]")
+
+
+@requires("pad2d")
+@given(data=st.data(), lead=st.lists(st.integers(1, 3), max_size=2), h=st.integers(1, 4), w=st.integers(1, 4),
+       left=st.integers(0, 3), right=st.integers(0, 3), top=st.integers(0, 3), bottom=st.integers(0, 3),
+       pad_value=PAD_VALUES, dtype=DTYPE)
+def test_pad2d(sandbox, data, lead, h, w, left, right, top, bottom, pad_value, dtype):
+    """pad2d(x, left, right, top, bottom, pad_value) equals F.pad(x, (left, right, top, bottom), value=...)."""
+    x = data.draw(tensors((*lead, h, w), dtype=dtype), label="x").build()
+    got = tensor_of(sandbox.call("pad2d", x, left, right, top, bottom, pad_value), "pad2d")
+    call = (f"pad2d(x, left={left}, right={right}, top={top}, bottom={bottom}, pad_value={pad_value}) "
+            f"with x of shape {tuple(x.shape)}")
+    expected = F.pad(x, (left, right, top, bottom), value=pad_value)
+    order = "the argument order is left, right, top, bottom: left/right pad the width (last dimension), " \
+            "top/bottom the height (second to last)"
+    if tuple(got.shape) != tuple(expected.shape):
+        fail(f"{call} returned shape {tuple(got.shape)}, expected {tuple(expected.shape)} = "
+             f"(..., top + h + bottom, left + w + right); {order}")
+    assert_close(got, expected, call, hint=f"{order}; make the result with x.new_full(...) so it keeps x's "
+                 "dtype and device")
+
+
+# ---- conv1d -----------------------------------------------------------------------------------
+
+@st.composite
+def conv1d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_windows: int = 1):
+    """x (b, ic, w), weights (oc, ic, kw), stride, padding; w + 2p >= kw + (min_windows - 1) * stride."""
+    dtype = draw(DTYPE, label="dtype")
+    stride = draw(st.integers(*strides), label="stride")
+    padding = draw(st.integers(*paddings), label="padding")
+    kw = draw(st.integers(1, 4), label="kw")
+    least = max(1, kw + (min_windows - 1) * stride - 2 * padding)
+    w = draw(st.integers(least, least + 4), label="w")
+    b, ic, oc = (draw(st.integers(1, n), label=name) for n, name in ((2, "b"), (3, "ic"), (3, "oc")))
+    x = draw(tensors((b, ic, w), dtype=dtype), label="x").build()
+    weights = draw(tensors((oc, ic, kw), dtype=dtype), label="weights").build()
+    return x, weights, stride, padding
+
+
+def check_conv1d(sandbox, x, weights, stride, padding, hint):
+    got = sandbox.call("conv1d", x, weights, stride=stride, padding=padding)
+    w, kw = x.shape[-1], weights.shape[-1]
+    checked_output(got, F.conv1d(x, weights, stride=stride, padding=padding),
+                   f"conv1d(x, weights, stride={stride}, padding={padding}) with x {describe(x)}, "
+                   f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw, stride, padding)], hint=hint)
+
+
+@requires("conv1d")
+@given(case=conv1d_cases(strides=(1, 3), paddings=(0, 2)))
+def test_conv1d(sandbox, case):
+    """conv1d(x, weights, stride, padding) equals F.conv1d (bias-free) for strides 1-3 and paddings 0-2."""
+    check_conv1d(sandbox, *case, hint="zero-pad both ends by padding, then take windows every stride elements; "
+                 + STRIDES_FROM_X)
+
+
+@item("3")
+@requires("conv1d")
+@given(case=conv1d_cases(strides=(2, 3), paddings=(0, 0), min_windows=2))
+def test_conv1d_stride_changes_output_grid(sandbox, case):
+    """Stride > 1 changes the output grid: conv1d with stride 2 or 3 keeps every stride-th window."""
+    check_conv1d(sandbox, *case, hint="with stride s, window o starts at element o*s: step the view's window "
+                 "dimension by s * x.stride(-1) and use ow = floor((w + 2p - kw) / s) + 1")
+
+
+# ---- conv2d -----------------------------------------------------------------------------------
+
+@st.composite
+def conv2d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_windows: int = 1):
+    """x (b, ic, h, w), weights (oc, ic, kh, kw) and stride/padding as passed; valid by construction."""
+    dtype = draw(DTYPE, label="dtype")
+    stride = draw(int_or_pair(*strides), label="stride")
+    padding = draw(int_or_pair(*paddings), label="padding")
+    kernel, size = [], []
+    for axis in range(2):
+        k = draw(st.integers(1, 3), label=f"k{'hw'[axis]}")
+        least = max(1, k + (min_windows - 1) * stride.pair[axis] - 2 * padding.pair[axis])
+        kernel.append(k)
+        size.append(draw(st.integers(least, least + 3), label="hw"[axis]))
+    b, ic, oc = (draw(st.integers(1, n), label=name) for n, name in ((2, "b"), (2, "ic"), (3, "oc")))
+    x = draw(tensors((b, ic, *size), dtype=dtype), label="x").build()
+    weights = draw(tensors((oc, ic, *kernel), dtype=dtype), label="weights").build()
+    return x, weights, stride, padding
+
+
+def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, hint):
+    got = sandbox.call("conv2d", x, weights, stride=stride.passed, padding=padding.passed)
+    formulas = [axis_formula(name, x.shape[2 + a], weights.shape[2 + a], stride.pair[a], padding.pair[a])
+                for a, name in enumerate("hw")]
+    checked_output(got, F.conv2d(x, weights, stride=stride.pair, padding=padding.pair),
+                   f"conv2d(x, weights, stride={stride!r}, padding={padding!r}) with x {describe(x)}, "
+                   f"weights shape {tuple(weights.shape)}", formulas, hint=hint)
+
+
+@requires("conv2d")
+@given(case=conv2d_cases(strides=(1, 3), paddings=(0, 2)))
+def test_conv2d(sandbox, case):
+    """conv2d(x, weights, stride, padding) equals F.conv2d; stride and padding an int, numpy int or pair."""
+    check_conv2d(sandbox, *case, hint="turn stride and padding into (h, w) pairs with force_pair (an int or a "
+                 "numpy int means the same value on both axes), zero-pad, then take strided windows; "
+                 + STRIDES_FROM_X)
+
+
+@item("3")
+@requires("conv2d")
+@given(case=conv2d_cases(strides=(2, 3), paddings=(0, 0), min_windows=2))
+def test_conv2d_stride_changes_output_grid(sandbox, case):
+    """Stride > 1 changes the output grid: conv2d with strides 2-3 (per axis) keeps every stride-th window."""
+    check_conv2d(sandbox, *case, hint="with stride (sh, sw), window (i, j) starts at row i*sh, column j*sw: "
+                 "step the view by sh * x.stride(-2) and sw * x.stride(-1), and use oh = floor((h + 2p - kh) / sh) "
+                 "+ 1 (likewise ow with sw)")
+
+
+# ---- maxpool2d --------------------------------------------------------------------------------
+
+@st.composite
+def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, min_padding=0, min_windows=1,
+                  elements=half_integers):
+    """x (b, c, h, w), kernel, stride, padding <= kernel // 2 (as torch requires).
+
+    The stride is None (the kernel size) or drawn from `strides`; `strides=None` means always None,
+    `stride_none=False` never None.
+    """
+    dtype = draw(DTYPE, label="dtype")
+    kernel = draw(int_or_pair(*kernels), label="kernel_size")
+    none = strides is None or (stride_none and draw(st.booleans(), label="stride is None"))
+    stride = None if none else draw(int_or_pair(*strides), label="stride")
+    step = stride.pair if stride is not None else kernel.pair
+    padding = form(draw, tuple(draw(st.integers(min_padding, k // 2), label="padding") for k in kernel.pair))
+    size = []
+    for axis in range(2):
+        least = max(1, kernel.pair[axis] + (min_windows - 1) * step[axis] - 2 * padding.pair[axis])
+        size.append(draw(st.integers(least, least + 3), label="hw"[axis]))
+    b, c = draw(st.integers(1, 2), label="b"), draw(st.integers(1, 3), label="c")
+    x = draw(tensors((b, c, *size), dtype=dtype, elements=elements), label="x").build()
+    return x, kernel, stride, padding
+
+
+def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, hint,
+                    omit_stride=False):
+    kwargs = {} if omit_stride else {"stride": None if stride is None else stride.passed}
+    got = sandbox.call("maxpool2d", x, kernel.passed, padding=padding.passed, **kwargs)
+    step = kernel.pair if stride is None else stride.pair
+    formulas = [axis_formula(name, x.shape[2 + a], kernel.pair[a], step[a], padding.pair[a])
+                for a, name in enumerate("hw")]
+    shown = "" if omit_stride else f", stride={stride!r}"
+    expected = F.max_pool2d(x, kernel.pair, stride=step, padding=padding.pair)
+    checked_output(got, expected, f"maxpool2d(x, kernel_size={kernel!r}{shown}, padding={padding!r}) with x "
+                   f"{describe(x)}", formulas, hint=hint)
+
+
+@requires("maxpool2d")
+@given(case=maxpool_cases())
+def test_maxpool2d(sandbox, case):
+    """maxpool2d(x, kernel_size, stride, padding) equals F.max_pool2d; int, numpy int or pair arguments."""
+    check_maxpool2d(sandbox, *case, hint="force_pair the kernel, stride (None means the kernel size) and padding; "
+                    "pad with -inf, take strided windows and their max; " + STRIDES_FROM_X)
+
+
+@requires("maxpool2d")
+@given(case=maxpool_cases(kernels=(2, 3), strides=None, min_windows=2))
+def test_maxpool2d_default_stride_is_kernel(sandbox, case):
+    """maxpool2d called without a stride uses stride = kernel_size (non-overlapping windows)."""
+    x, kernel, stride, padding = case
+    check_maxpool2d(sandbox, x, kernel, stride, padding, omit_stride=True,
+                    hint="stride defaults to None, which means the kernel size: `if stride is None: stride = "
+                         "kernel_size`")
+
+
+@requires("maxpool2d")
+@given(case=maxpool_cases(kernels=(2, 3), strides=(1, 2), min_padding=1, elements=negative_halves))
+def test_maxpool2d_pads_with_minus_infinity(sandbox, case):
+    """maxpool2d pads with -inf: on all-negative inputs the padding never wins a window's max."""
+    check_maxpool2d(sandbox, *case, hint="pad with -inf (pad2d(..., pad_value=-inf)), not 0: a zero pad "
+                    "beats every negative value in the windows at the border")
+
+
+@item("3")
+@requires("maxpool2d")
+@given(case=maxpool_cases(strides=(2, 3), stride_none=False, min_windows=2))
+def test_maxpool2d_stride_changes_output_grid(sandbox, case):
+    """Stride > 1 changes the output grid: maxpool2d with an explicit stride of 2-3 per axis."""
+    check_maxpool2d(sandbox, *case, hint="with stride (sh, sw), window (i, j) starts at row i*sh, column j*sw "
+                    "(independently of the kernel size): step the view by sh * x.stride(-2) and sw * x.stride(-1)")
+
+
+# ---- only as_strided does the work --------------------------------------------------------------
+
+FORBIDDEN = re.compile(r"conv(?!ert)|pool|unfold|im2col|col2im|pad")
+MATMUL_OPS = {"mv", "mm", "addmv", "addmm", "dot", "vdot", "matmul", "linear"}
+ORACLE_OPS = {"as_strided_trace": {"trace"}, "as_strided_mv": MATMUL_OPS, "as_strided_mm": MATMUL_OPS}
+NO_AS_STRIDED_NEEDED = {"pad1d", "pad2d"}
+
+
+def ops_inputs(name: str) -> tuple[tuple, dict]:
+    """Small valid float64 arguments for each from-scratch function (stride and padding > 0 where taken)."""
+    gen = torch.Generator().manual_seed(0)
+
+    def r(*shape):
+        return torch.randint(-4, 5, shape, generator=gen).to(torch.float64) / 2
+
+    return {
+        "as_strided_trace": ((r(3, 3),), {}),
+        "as_strided_mv": ((r(3, 4), r(4)), {}),
+        "as_strided_mm": ((r(3, 4), r(4, 2)), {}),
+        "conv1d_minimal_simple": ((r(6), r(3)), {}),
+        "conv1d_minimal": ((r(2, 2, 6), r(3, 2, 3)), {}),
+        "conv2d_minimal": ((r(2, 2, 5, 6), r(3, 2, 2, 3)), {}),
+        "pad1d": ((r(2, 5), 1, 2, 0.0), {}),
+        "pad2d": ((r(2, 3, 4), 1, 2, 2, 1, 0.0), {}),
+        "conv1d": ((r(2, 2, 7), r(3, 2, 3)), {"stride": 2, "padding": 1}),
+        "conv2d": ((r(2, 2, 6, 7), r(3, 2, 3, 2)), {"stride": 2, "padding": 1}),
+        "maxpool2d": ((r(2, 2, 6, 7), 3), {"stride": 2, "padding": 1}),
+    }[name]
+
+
+FUNCTIONS = ["as_strided_trace", "as_strided_mv", "as_strided_mm", "conv1d_minimal_simple", "conv1d_minimal",
+             "conv2d_minimal", "pad1d", "pad2d", "conv1d", "conv2d", "maxpool2d"]
+
+
+@pytest.mark.parametrize("name", [pytest.param(n, marks=requires(n), id=n) for n in FUNCTIONS])
+def test_only_as_strided_does_the_work(sandbox, name):
+    """The from-scratch function runs no convolution, pooling, unfold or padding op, and uses as_strided."""
+    args, kwargs = ops_inputs(name)
+    _, ops = sandbox.call(name, *args, trace=True, **kwargs)
+    allowed = "only as_strided, sums, einsum and max reductions may do the work in the from-scratch functions " \
+              "(padding is done by writing x into a new tensor made with x.new_full)"
+    seen = sorted(op for op in ops if FORBIDDEN.search(op) or op in ORACLE_OPS.get(name, ()))
+    if seen:
+        fail(f"{name} ran the ATen op(s) {', '.join(seen)} (a torch function that does the exercise's work "
+             f"for you, such as F.conv2d, F.max_pool2d, F.pad, Tensor.unfold or the matrix product); {allowed}. "
+             f"All ops seen: {', '.join(sorted(ops))}")
+    if name not in NO_AS_STRIDED_NEEDED and "as_strided" not in ops:
+        fail(f"{name} never called as_strided (ops seen: {', '.join(sorted(ops)) or 'none'}): build the windows "
+             f"or the diagonal as an as_strided view of the input instead of Python loops, indexing or numpy; "
+             f"{allowed}")

@@ -1,0 +1,65 @@
+"""Proof that the checks work: correct implementations pass, every known bug fails in its area.
+
+Every check of the harness must fail on at least one bug kept in `corpus/`.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from corpus import ROOT, grade, load_bugs
+
+BUGS = load_bugs()
+
+# Which areas each correct implementation covers (the notebook stops before the bonus and ResNet).
+CORRECT = {
+    "reference": None,
+    "examples/learner_submission.py": None,
+    "examples/learner_notebook.ipynb": {"modules", "conv", "pooling", "batchnorm"},
+}
+
+
+def checked_areas() -> set[str]:
+    return {bug.area for bug in BUGS}
+
+
+@pytest.mark.parametrize("impl", list(CORRECT))
+def test_correct_implementations_pass(impl, tmp_path):
+    data = grade(ROOT / impl, [], tmp_path, profile="conformance")
+    failed = {t["name"]: t["output"] for t in data["tests"] if t["outcome"] == "failed"}
+    assert not failed, failed
+    covered = CORRECT[impl] if CORRECT[impl] is not None else checked_areas()
+    for area in covered:
+        assert data["areas"][area]["status"] == "passed", (area, data["areas"])
+
+
+@pytest.mark.parametrize("bug", BUGS, ids=[b.id for b in BUGS])
+def test_bug_fails_in_its_area(bug, tmp_path):
+    data = grade(bug.write(tmp_path), [bug.area], tmp_path)
+    failed = [t["name"] for t in data["tests"] if t["outcome"] == "failed"]
+    assert data["areas"][bug.area]["status"] == "failed", f"{bug.id} ({bug.description}) was not caught"
+    for check in bug.checks:
+        assert any(check in name for name in failed), f"{bug.id}: expected {check} to fail; failed: {failed}"
+    for test in data["tests"]:
+        if test["outcome"] == "failed":
+            assert test["output"].strip() and "reproduce: conformance check" in test["output"]
+
+
+def test_every_check_fails_on_some_bug():
+    listing = subprocess.run(
+        [sys.executable, "-m", "pytest", "--pyargs", "conformance.checks", "--impl", "reference",
+         "--collect-only", "-q", "-p", "no:cacheprovider"],
+        capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    checks = {line.split("::")[1].split("[")[0] for line in listing.splitlines() if "::" in line}
+    assert checks, listing
+    claimed = {c for bug in BUGS for c in bug.checks}
+    uncaught = sorted(c for c in checks if not any(claim in c for claim in claimed))
+    assert not uncaught, f"checks that no bug in corpus/ is shown to fail: {uncaught}"
+
+
+def test_patches_apply_exactly_once():
+    for bug in BUGS:
+        assert bug.source() != (ROOT / "examples" / bug.base).read_text(), bug.id

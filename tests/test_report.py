@@ -1,0 +1,80 @@
+"""Scores, area statuses, rubric items and the gate, all derived from areas.py."""
+
+from __future__ import annotations
+
+import pytest
+
+from conformance.areas import AREAS, RUBRIC
+from conformance.report import NOT_REACHED, build
+
+
+def entry(area, outcome, name=None, items=None):
+    return {"name": name or f"{area}: check", "area": area, "items": items or list(AREAS[area].items),
+            "outcome": outcome, "output": ""}
+
+
+def all_passing():
+    return [entry(area, "passed") for area in AREAS] + [
+        entry("strided", "passed", "strided: stride", ["3"]),
+        entry("residual", "passed", "residual: projection", ["4"]),
+        entry("residual", "passed", "residual: identity path", ["5"]),
+    ]
+
+
+def test_every_area_and_item_appears_and_scores_add_up():
+    data = build(all_passing())
+    assert set(data["areas"]) == set(AREAS) and set(data["rubric"]["items"]) == set(RUBRIC)
+    assert data["score"] == data["max_score"] == 100.0
+    assert data["rubric"] == {"items": {i: "passed" for i in RUBRIC}, "items_passed": 8, "gate": "pass",
+                              "must_pass_failed": []}
+
+
+def test_areas_without_checks_are_missing_and_keep_their_weight():
+    data = build([entry("conv", "passed")])
+    assert data["areas"]["conv"]["status"] == "passed"
+    assert data["areas"]["residual"]["status"] == "missing"
+    assert data["max_score"] == 100.0 and data["score"] == AREAS["conv"].weight
+
+
+@pytest.mark.parametrize("outcomes, status", [
+    (["passed", "passed"], "passed"),
+    (["passed", "failed"], "failed"),
+    (["passed", "missing"], "missing"),
+    (["missing", "failed"], "failed"),
+    (["given", "passed"], "passed"),
+    (["given"], "missing"),
+])
+def test_area_status(outcomes, status):
+    data = build([entry("pooling", o, f"pooling: {i}") for i, o in enumerate(outcomes)])
+    assert data["areas"]["pooling"]["status"] == status
+
+
+def test_given_checks_carry_no_points():
+    data = build([entry("modules", "given", "modules: flatten"), entry("modules", "passed", "modules: relu")])
+    weights = {t["name"]: t["max_score"] for t in data["tests"]}
+    assert weights["modules: flatten"] == 0 and weights["modules: relu"] == AREAS["modules"].weight
+
+
+def test_gate_needs_six_items_and_every_must_pass_item():
+    entries = [e for e in all_passing() if e["area"] != "batchnorm"] + [entry("batchnorm", "failed")]
+    data = build(entries)
+    assert data["rubric"]["items_passed"] == 7 and data["rubric"]["gate"] == "fail"
+    assert data["rubric"]["must_pass_failed"] == ["6"]
+    entries = [e for e in all_passing() if e["area"] not in ("conv", "modules", "strided")]
+    data = build(entries + [entry("conv", "failed"), entry("modules", "failed")])
+    assert data["rubric"]["items_passed"] == 5 and data["rubric"]["gate"] == "fail"
+    assert data["rubric"]["must_pass_failed"] == []
+
+
+def test_pending_checks_fail_when_grading_stopped_early():
+    data = build([entry("conv", "pending")], final=True)
+    (conv,) = [t for t in data["tests"] if t["tags"][0] == "conv"]
+    assert conv["status"] == "failed" and conv["output"] == NOT_REACHED
+    assert build([entry("conv", "pending")])["complete"] is False
+
+
+def test_gradescope_fields():
+    data = build([entry("conv", "failed")])
+    test = next(t for t in data["tests"] if t["tags"][0] == "conv")
+    assert set(test) >= {"name", "score", "max_score", "status", "output", "tags"}
+    assert test["status"] == "failed" and test["tags"] == ["conv", "item:1"]

@@ -1,0 +1,124 @@
+"""The sandbox: a probe that hangs, crashes, eats memory or exits costs one check, not the run."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import pytest
+import torch
+
+from under_test import wire
+from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
+
+HOSTILE = """
+import os, sys
+import torch as t
+print("noise on stdout at definition time")
+class Sub(t.Tensor):
+    def __eq__(self, other):
+        return True
+def ok(x):
+    print("noise on stdout during a call")
+    return x + 1
+def hang(x):
+    while True:
+        pass
+def segfault(x):
+    import ctypes
+    ctypes.string_at(0)
+def exhaust(x):
+    hoard = []
+    while True:
+        hoard.append(bytearray(256 * 1024 * 1024))
+def hard_exit(x):
+    os._exit(7)
+def raises(x):
+    raise ValueError("learner bug")
+def subclass(x):
+    return x.as_subclass(Sub)
+def returns_module(x):
+    return t.nn.Linear(2, 2)
+"""
+
+
+@pytest.fixture(scope="module")
+def box(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sub") / "hostile.py"
+    path.write_text(HOSTILE)
+    with Sandbox(path, timeout=3, memory_mb=512) as sandbox:
+        yield sandbox
+
+
+@pytest.mark.parametrize("probe, cause", [
+    ("hang", "did not answer within 3 s"),
+    ("segfault", "segmentation fault"),
+    ("hard_exit", "exited with status 7"),
+])
+def test_a_dying_probe_fails_only_its_check(box, probe, cause):
+    box.begin_check()
+    started = time.monotonic()
+    with pytest.raises(WorkerDied, match=cause):
+        box.call(probe, torch.zeros(1))
+    assert time.monotonic() - started < 30
+    with pytest.raises(WorkerDied):  # the rest of this check fails at once, without another hang
+        box.call("ok", torch.zeros(1))
+    box.begin_check()  # the next check gets a fresh worker
+    assert torch.equal(box.call("ok", torch.zeros(2)).tensor, torch.ones(2))
+
+
+def test_memory_is_capped(box):
+    box.begin_check()
+    with pytest.raises((SubmissionRaised, WorkerDied), match="memory cap"):
+        box.call("exhaust", torch.zeros(1))
+    box.begin_check()
+    assert box.call("ok", torch.zeros(1)).tensor.item() == 1.0
+
+
+def test_prints_do_not_corrupt_the_channel(box):
+    box.begin_check()
+    for _ in range(3):
+        assert box.call("ok", torch.zeros(1)).tensor.item() == 1.0
+
+
+def test_exceptions_come_back_with_the_learners_traceback(box):
+    box.begin_check()
+    with pytest.raises(SubmissionRaised) as error:
+        box.call("raises", torch.zeros(1))
+    assert error.value.type_name == "builtins.ValueError"
+    assert "hostile.py" in error.value.traceback and "learner bug" in error.value.message
+
+
+def test_tensor_subclasses_are_visible_and_never_reach_the_harness(box):
+    box.begin_check()
+    value = box.call("subclass", torch.zeros(2))
+    assert value.type.endswith("Sub") and not value.is_plain_tensor
+    assert type(value.tensor) is torch.Tensor
+
+
+def test_objects_stay_in_the_worker(box):
+    box.begin_check()
+    handle = box.call("returns_module", torch.zeros(1))
+    assert isinstance(handle, wire.Handle) and handle.type == "torch.nn.modules.linear.Linear"
+    out = box.call(handle, torch.ones(3, 2))
+    assert out.tensor.shape == (3, 2)
+
+
+def test_the_harness_never_unpickles_objects():
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+
+    buffer = io.BytesIO()
+    torch.save({"ok": True, "value": Evil()}, buffer)
+    with pytest.raises(wire.WireError):
+        wire.load(buffer.getvalue())
+    buffer = io.BytesIO()
+    torch.save({"ok": True, "value": torch.nn.Parameter(torch.zeros(1))}, buffer)
+    with pytest.raises(wire.WireError, match="Parameter"):
+        wire.load(buffer.getvalue())
+
+
+def test_missing_submission_is_a_clear_worker_error(tmp_path):
+    with pytest.raises(WorkerDied, match="no such file"):
+        Sandbox(tmp_path / "absent.py").start()
