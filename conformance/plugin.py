@@ -157,12 +157,22 @@ def strict(pytestconfig: pytest.Config) -> bool:
     return bool(pytestconfig.getoption("conformance_strict"))
 
 
-@pytest.fixture
-def advise(request: pytest.FixtureRequest):
+class Advise:
     """`advise(text)` records an advisory: a convention the submission follows that is accepted."""
-    def record(text: str) -> None:
-        request.node.user_properties.append(("advisory", text))
-    return record
+
+    def __init__(self, node: pytest.Item):
+        self.node = node
+
+    def __call__(self, text: str) -> None:
+        self.node.user_properties.append(("advisory", text))
+
+    def __repr__(self) -> str:
+        return "advise"
+
+
+@pytest.fixture
+def advise(request: pytest.FixtureRequest) -> Advise:
+    return Advise(request.node)
 
 
 @pytest.fixture(autouse=True)
@@ -241,6 +251,9 @@ def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
     if notes:
         text += "\n\n" + "\n".join(notes)
     impl = item.config.getoption("impl")
+    entry = _entry(item, "failed", "")
+    header = f"[area {entry['area']}" + (f", rubric item {', '.join(entry['items'])}" if entry["items"] else "") + "]"
+    text = f"{header} {entry['description']}\n{text}"
     text += f"\n\nreproduce: conformance check {impl} -k '{item.name}'"
     return text
 

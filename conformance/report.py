@@ -32,7 +32,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         share = area.weight / len(graded) if graded else 0.0
         for e in own:
             tests.append(_test(e["name"], area.id, e["items"], e["outcome"], _output(e),
-                               0.0 if e["outcome"] == "given" else share, e.get("description", "")))
+                               0.0 if e["outcome"] == "given" else share))
     areas = {a: {"status": _status([t for t in tests if t["area"] == a])} for a in AREAS}
     items = {i: _status([t for t in tests if i in t["items"]]) for i in RUBRIC}
     passed = [i for i, s in items.items() if s == "passed"]
@@ -52,10 +52,9 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
     }
 
 
-def _test(name, area, items, outcome, output, weight, description="") -> dict:
+def _test(name, area, items, outcome, output, weight) -> dict:
     return {"name": name, "area": area, "items": list(items), "outcome": outcome, "output": output,
-            "weight": weight, "score": weight if outcome == "passed" else 0.0, "max_score": weight,
-            "description": description}
+            "weight": weight, "score": weight if outcome == "passed" else 0.0, "max_score": weight}
 
 
 def _output(entry: dict) -> str:
@@ -74,8 +73,7 @@ def _gradescope(test: dict) -> dict:
         "max_score": round(test["max_score"], 4),
         "status": "passed" if test["outcome"] in ("passed", "given") else "failed",
         "outcome": test["outcome"],
-        "output": (test["description"] + "\n" if test["description"] and test["outcome"] == "failed" else "")
-        + test["output"],
+        "output": test["output"],
         "tags": [test["area"], *[f"item:{i}" for i in test["items"]]],
     }
 

@@ -32,6 +32,9 @@ class TensorCase:
         values = np.array2string(self.values, separator=",", threshold=200).replace("\n", "")
         return f"TensorCase(shape={self.values.shape}, dtype={self.dtype}, layout={self.layout!r}, values={values})"
 
+    def _repr_pretty_(self, printer, cycle) -> None:  # how Hypothesis prints a falsifying example
+        printer.text(repr(self))
+
     @property
     def shape(self) -> tuple[int, ...]:
         return tuple(self.values.shape)
@@ -84,6 +87,9 @@ class IntOrPair:
 
     def __repr__(self) -> str:
         return repr(self.passed)
+
+    def _repr_pretty_(self, printer, cycle) -> None:
+        printer.text(repr(self))
 
 
 @st.composite

@@ -59,6 +59,9 @@ class Sandbox:
         self.restarts = 0
         self._log = tempfile.TemporaryFile()
 
+    def __repr__(self) -> str:
+        return "sandbox"
+
     # ---- life cycle ----
     def start(self) -> LoadInfo:
         self.stop()

@@ -279,19 +279,21 @@ def test_conv2d_stride_changes_output_grid(sandbox, case):
 # ---- maxpool2d --------------------------------------------------------------------------------
 
 @st.composite
-def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, min_padding=0, min_windows=1,
+def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddings=(0, None), min_windows=1,
                   elements=half_integers):
     """x (b, c, h, w), kernel, stride, padding <= kernel // 2 (as torch requires).
 
     The stride is None (the kernel size) or drawn from `strides`; `strides=None` means always None,
-    `stride_none=False` never None.
+    `stride_none=False` never None. Padding per axis is in `paddings`, capped at kernel // 2.
     """
     dtype = draw(DTYPE, label="dtype")
     kernel = draw(int_or_pair(*kernels), label="kernel_size")
     none = strides is None or (stride_none and draw(st.booleans(), label="stride is None"))
     stride = None if none else draw(int_or_pair(*strides), label="stride")
     step = stride.pair if stride is not None else kernel.pair
-    padding = form(draw, tuple(draw(st.integers(min_padding, k // 2), label="padding") for k in kernel.pair))
+    low, high = paddings
+    padding = form(draw, tuple(draw(st.integers(low, k // 2 if high is None else min(high, k // 2)), label="padding")
+                               for k in kernel.pair))
     size = []
     for axis in range(2):
         least = max(1, kernel.pair[axis] + (min_windows - 1) * step[axis] - 2 * padding.pair[axis])
@@ -323,7 +325,7 @@ def test_maxpool2d(sandbox, case):
 
 
 @requires("maxpool2d")
-@given(case=maxpool_cases(kernels=(2, 3), strides=None, min_windows=2))
+@given(case=maxpool_cases(kernels=(2, 3), strides=None, paddings=(0, 0), min_windows=2))
 def test_maxpool2d_default_stride_is_kernel(sandbox, case):
     """maxpool2d called without a stride uses stride = kernel_size (non-overlapping windows)."""
     x, kernel, stride, padding = case
@@ -333,7 +335,8 @@ def test_maxpool2d_default_stride_is_kernel(sandbox, case):
 
 
 @requires("maxpool2d")
-@given(case=maxpool_cases(kernels=(2, 3), strides=(1, 2), min_padding=1, elements=negative_halves))
+@given(case=maxpool_cases(kernels=(2, 3), strides=(1, 2), stride_none=False, paddings=(1, None),
+                           elements=negative_halves))
 def test_maxpool2d_pads_with_minus_infinity(sandbox, case):
     """maxpool2d pads with -inf: on all-negative inputs the padding never wins a window's max."""
     check_maxpool2d(sandbox, *case, hint="pad with -inf (pad2d(..., pad_value=-inf)), not 0: a zero pad "
@@ -342,7 +345,7 @@ def test_maxpool2d_pads_with_minus_infinity(sandbox, case):
 
 @item("3")
 @requires("maxpool2d")
-@given(case=maxpool_cases(strides=(2, 3), stride_none=False, min_windows=2))
+@given(case=maxpool_cases(strides=(2, 3), stride_none=False, paddings=(0, 0), min_windows=2))
 def test_maxpool2d_stride_changes_output_grid(sandbox, case):
     """Stride > 1 changes the output grid: maxpool2d with an explicit stride of 2-3 per axis."""
     check_maxpool2d(sandbox, *case, hint="with stride (sh, sw), window (i, j) starts at row i*sh, column j*sw "
