@@ -75,6 +75,14 @@ def test_last_definition_wins_and_stub_status(write):
         def maxpool2d(x, k):
             return x
             raise NotImplementedError()
+        class AveragePool(nn.Module):
+            def __init__(self):
+                super().__init__()
+            def forward(self, x):
+                return x.mean((2, 3))
+        class Flatten(nn.Module):
+            def forward(self, x):
+                pass
     """)
     program, namespace, _ = run(path)
     assert namespace["train"](None) == "last"
@@ -82,6 +90,8 @@ def test_last_definition_wins_and_stub_status(write):
     assert program.status("Linear") == "stub"
     assert program.status("conv2d") == "stub"
     assert program.status("maxpool2d") == "defined"  # unreachable raise after real code
+    assert program.status("AveragePool") == "defined"  # an __init__ that only calls super() is complete
+    assert program.status("Flatten") == "stub"
     assert program.status("BatchNorm2d") == "missing"
     assert program.status("Sequential") == "given"
 

@@ -132,15 +132,21 @@ def _is_super_init(stmt: ast.stmt) -> bool:
 
 def _is_stub_body(body: list[ast.stmt]) -> bool:
     """A body that is only a docstring, `pass`, `...` or `raise NotImplementedError`."""
-    rest = [
+    rest = _strip_trivia(body)
+    return not rest or _raises_not_implemented(rest)
+
+
+def _strip_trivia(body: list[ast.stmt]) -> list[ast.stmt]:
+    return [
         s for s in body
         if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and isinstance(s.value.value, str))
         and not isinstance(s, ast.Pass)
         and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant) and s.value.value is Ellipsis)
         and not _is_super_init(s)
     ]
-    if not rest:
-        return True
+
+
+def _raises_not_implemented(rest: list[ast.stmt]) -> bool:
     if len(rest) == 1 and isinstance(rest[0], ast.Raise) and rest[0].exc is not None:
         exc = rest[0].exc
         name = exc.func if isinstance(exc, ast.Call) else exc
@@ -153,9 +159,19 @@ def _is_stub_function(node: ast.FunctionDef | ast.AsyncFunctionDef) -> bool:
 
 
 def _is_stub_class(node: ast.ClassDef) -> bool:
-    """The course's class stubs leave `__init__` or `forward` raising NotImplementedError."""
-    methods = [n for n in node.body if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef))]
-    return any(m.name in ("__init__", "forward", "__call__") and _is_stub_function(m) for m in methods)
+    """The course's class stubs leave `__init__` or `forward` raising NotImplementedError.
+
+    An `__init__` that only calls `super().__init__()` is complete; a `forward` that does
+    nothing is a stub.
+    """
+    for method in node.body:
+        if not isinstance(method, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        if method.name == "__init__" and _raises_not_implemented(_strip_trivia(method.body)):
+            return True
+        if method.name in ("forward", "__call__") and _is_stub_body(method.body):
+            return True
+    return False
 
 
 @dataclass

@@ -20,6 +20,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
+
 from . import wire
 from .wire import HEADER, Handle, Returned
 
@@ -36,8 +38,13 @@ class SubmissionRaised(Exception):
         self.type_name, self.message, self.traceback = type_name, message, traceback
 
 
-class WorkerDied(Exception):
-    """The worker hung, crashed, ran out of memory, exited, or sent something unreadable."""
+class WorkerDied(BaseException):
+    """The worker hung, crashed, ran out of memory, exited, or sent something unreadable.
+
+    A BaseException on purpose: Hypothesis does not catch it, so a check whose probe
+    killed the worker stops at once (no shrinking that would replay the hang), and the
+    message names the exact call and inputs that did it.
+    """
 
 
 @dataclass
@@ -118,7 +125,7 @@ class Sandbox:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
-        reply = self._receive(timeout or self.timeout, verb)
+        reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
@@ -207,9 +214,41 @@ class Sandbox:
         return self.request("grad", target, args, cotangent, kwargs=kwargs)
 
 
-def _doing(verb: str) -> str:
-    return {"call": "running a call", "construct": "constructing a module", "grad": "running backward",
-            "state": "reading a module's state", "repr": "printing a module"}.get(verb, verb)
+def _doing(what: str) -> str:
+    return what
+
+
+def _describe(verb: str, args: tuple, kwargs: dict) -> str:
+    """'calling conv2d(x=float32[1, 2, 5, 5] non-contiguous, ...)': what the worker was doing."""
+    def short(value: object) -> str:
+        if isinstance(value, torch.Tensor):
+            layout = "" if value.is_contiguous() else " non-contiguous"
+            return f"{str(value.dtype).removeprefix('torch.')}{list(value.shape)}{layout}"
+        if isinstance(value, Handle):
+            return f"<{value.type.rsplit('.', 1)[-1]} object>"
+        if isinstance(value, (list, tuple)):
+            inner = ", ".join(short(v) for v in value)
+            return f"({inner})" if isinstance(value, tuple) else f"[{inner}]"
+        if isinstance(value, dict):
+            return "{" + ", ".join(f"{k}: {short(v)}" for k, v in value.items()) + "}"
+        text = repr(value)
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    if verb == "method" and len(args) >= 2:
+        return f"calling {short(args[0])}.{args[1]}({', '.join(short(a) for a in (args[2] if len(args) > 2 else ()))})"
+    options = {k: v for k, v in kwargs.items() if k in ("trace", "seed", "no_grad") and v}
+    if verb in ("call", "construct", "grad") and args:
+        target, rest = args[0], args[1:]
+        name = target if isinstance(target, str) else short(target)
+        if verb == "grad":
+            rest = rest[:1]
+        positional = rest[0] if verb in ("call", "construct", "grad") and rest else ()
+        keywords = rest[1] if len(rest) > 1 and isinstance(rest[1], dict) else {}
+        parts = [short(a) for a in positional] + [f"{k}={short(v)}" for k, v in keywords.items()]
+        what = {"call": "calling", "construct": "constructing", "grad": "backpropagating through"}[verb]
+        return f"{what} {name}({', '.join(parts)})" + (f" [{options}]" if options else "")
+    return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
+            "reset": "resetting"}.get(verb, verb)
 
 
 __all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

@@ -55,7 +55,7 @@ def make_pair(sandbox, channels, eps, momentum, dtype, state=None):
 
 
 @given(channels=st.integers(1, 4), eps=EPS, momentum=MOMENTUM)
-def test_parameters_and_buffers(sandbox, channels, eps, momentum):
+def test_batchnorm_parameters_and_buffers(sandbox, channels, eps, momentum):
     """weight/bias are parameters, running_mean/running_var/num_batches_tracked buffers, in torch's order."""
     handle = sandbox.construct("BatchNorm2d", channels, eps, momentum)  # positional, as the course calls it
     entries = state_entries(sandbox, handle, "BatchNorm2d")
@@ -77,7 +77,7 @@ def test_parameters_and_buffers(sandbox, channels, eps, momentum):
 
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, dtype=st.sampled_from(list(DTYPES)),
        seed=st.integers(0, 2**16))
-def test_train_mode_normalises_with_batch_statistics(sandbox, data, channels, eps, dtype, seed):
+def test_batchnorm_train_mode_normalises_with_batch_statistics(sandbox, data, channels, eps, dtype, seed):
     """Train mode: (x - batch mean) / sqrt(biased batch var + eps) * weight + bias, and its gradients."""
     (x,) = data.draw(batches(channels, dtype), label="x")
     affine = random_affine(channels, DTYPES[dtype], seed)
@@ -162,7 +162,7 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
 
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, steps=st.integers(1, 4),
        dtype=st.sampled_from(list(DTYPES)))
-def test_running_statistics_after_train_steps(sandbox, strict, advise, data, channels, eps, momentum, steps,
+def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise, data, channels, eps, momentum, steps,
                                               dtype):
     """After k train steps the running buffers match nn.BatchNorm2d's; num_batches_tracked == k."""
     xs = data.draw(batches(channels, dtype, n=steps), label="batches")
@@ -171,7 +171,7 @@ def test_running_statistics_after_train_steps(sandbox, strict, advise, data, cha
 
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=st.integers(0, 2**16),
        tracked=st.integers(0, 50), dtype=st.sampled_from(list(DTYPES)))
-def test_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, channels, eps, momentum, seed,
+def test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, channels, eps, momentum, seed,
                                                              tracked, dtype):
     """Eval mode normalises with running_mean/running_var (any batch size, even 1) and updates no buffer."""
     (x,) = data.draw(batches(channels, dtype, train=False), label="x")
@@ -196,13 +196,13 @@ def test_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, chann
 
 @given(data=st.data(), channels=st.integers(1, 3), momentum=MOMENTUM,
        modes=st.lists(st.booleans(), min_size=2, max_size=5))
-def test_train_and_eval_steps_interleaved(sandbox, strict, advise, data, channels, momentum, modes):
+def test_batchnorm_train_and_eval_steps_interleaved(sandbox, strict, advise, data, channels, momentum, modes):
     """Any sequence of train and eval steps: every output and the final buffers match the oracle."""
     xs = data.draw(batches(channels, "float64", n=len(modes)), label="batches")
     check_sequence(sandbox, strict, advise, channels, 1e-5, momentum, "float64", modes, xs)
 
 
-def test_train_mode_output_statistics(sandbox):
+def test_batchnorm_train_mode_output_statistics(sandbox):
     """A fixed example anyone can reproduce: in train mode each channel comes out with mean 0 and variance 1."""
     x = torch.arange(48, dtype=torch.float64).reshape(2, 3, 2, 4) ** 1.5
     handle = sandbox.construct("BatchNorm2d", 3)

@@ -90,7 +90,7 @@ def check_forward(sandbox, handle, args: dict, x: torch.Tensor, how: str = "") -
 
 @given(in_channels=st.integers(1, 4), out_channels=st.integers(1, 4), kernel=st.integers(1, 5),
        stride=st.integers(1, 3), padding=st.integers(0, 2))
-def test_parameters_only_weight(sandbox, in_channels, out_channels, kernel, stride, padding):
+def test_conv2d_parameters_only_weight(sandbox, in_channels, out_channels, kernel, stride, padding):
     """Conv2d registers exactly one trainable parameter, `weight` of shape (out, in, k, k), and no bias."""
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
                 padding=padding)
@@ -136,7 +136,7 @@ def init_problems(weight: torch.Tensor, bound: float) -> list[str]:
 
 
 @given(layer=st.sampled_from(INIT_LAYERS), seed=SEEDS)
-def test_weight_initialisation(sandbox, layer, seed):
+def test_conv2d_weight_initialisation(sandbox, layer, seed):
     """weight starts uniform on [-1/sqrt(in*k*k), 1/sqrt(in*k*k)], like torch.nn.Conv2d's default init."""
     in_channels, out_channels, kernel = layer
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel)
@@ -154,7 +154,7 @@ def test_weight_initialisation(sandbox, layer, seed):
 
 
 @given(case=conv_cases(), seed=SEEDS)
-def test_forward_matches_conv2d(sandbox, case, seed):
+def test_conv2d_forward_matches_functional_conv2d(sandbox, case, seed):
     """forward equals F.conv2d(x, weight, stride=stride, padding=padding) with the module's own weight."""
     args, x = case
     handle = build(sandbox, args, x.dtype, seed)
@@ -163,8 +163,8 @@ def test_forward_matches_conv2d(sandbox, case, seed):
 
 @given(data=st.data(), in_channels=st.integers(1, 3), out_channels=st.integers(1, 3), kernel=st.integers(1, 3),
        stride=st.integers(1, 3), padding=st.integers(0, 2), seed=SEEDS)
-def test_positional_and_keyword_construction(sandbox, data, in_channels, out_channels, kernel, stride, padding,
-                                             seed):
+def test_conv2d_positional_and_keyword_construction(sandbox, data, in_channels, out_channels, kernel, stride,
+                                                    padding, seed):
     """Conv2d(in, out, k, stride, padding) given positionally means the same as given by keyword."""
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
                 padding=padding)
@@ -179,7 +179,7 @@ def test_positional_and_keyword_construction(sandbox, data, in_channels, out_cha
 
 @given(data=st.data(), kernel=st.integers(1, 5), stride=st.integers(1, 4), padding=st.integers(0, 3),
        out_channels=st.integers(1, 2))
-def test_output_shape(sandbox, data, kernel, stride, padding, out_channels):
+def test_conv2d_output_shape(sandbox, data, kernel, stride, padding, out_channels):
     """The output is (B, out, floor((H + 2p - k) / s) + 1, floor((W + 2p - k) / s) + 1)."""
     low = max(1, kernel - 2 * padding)
     h = data.draw(st.integers(low, low + 9), label="H")
@@ -190,11 +190,12 @@ def test_output_shape(sandbox, data, kernel, stride, padding, out_channels):
     x = torch.linspace(-1, 1, batch * h * w).reshape(batch, 1, h, w)
     got = tensor_of(sandbox.call(handle, x), describe(args))
     expected = (batch, out_channels, output_size(h, kernel, stride, padding), output_size(w, kernel, stride, padding))
-    assert_equal(tuple(got.shape), expected, f"output shape of {describe(args)} on an input of shape {(batch, 1, h, w)}",
+    assert_equal(tuple(got.shape), expected,
+                 f"output shape of {describe(args)} on an input of shape {(batch, 1, h, w)}",
                  hint="each spatial size is (size + 2 * padding - kernel_size) // stride + 1")
 
 
-def test_repr_shows_arguments(sandbox):
+def test_conv2d_repr_shows_arguments(sandbox):
     """print(Conv2d(6, 11, 5, stride=3, padding=2)) works and shows all five arguments."""
     args = dict(in_channels=6, out_channels=11, kernel_size=5, stride=3, padding=2)
     handle = sandbox.construct("Conv2d", **args)
@@ -223,7 +224,7 @@ def interior(y: torch.Tensor, dy: int, dx: int, shifted: bool) -> torch.Tensor:
 @given(data=st.data(), kernel=st.integers(1, 3), padding=st.integers(0, 2), shift=st.sampled_from(SHIFTS),
        in_channels=st.integers(1, 2), out_channels=st.integers(1, 2), dtype=st.sampled_from(list(DTYPES)),
        seed=SEEDS)
-def test_translation_equivariance(sandbox, data, kernel, padding, shift, in_channels, out_channels, dtype, seed):
+def test_conv2d_translation_equivariance(sandbox, data, kernel, padding, shift, in_channels, out_channels, dtype, seed):
     """One shared filter at every position: the same picture shifted a few pixels gives the same map, shifted."""
     dy, dx = shift
     h0 = data.draw(st.integers(kernel, kernel + 2), label="picture height")

@@ -113,7 +113,7 @@ def test_maxpool_default_stride_is_kernel_size(sandbox, data, kernel, form, dtyp
 @requires("MaxPool2d")
 def test_maxpool_default_padding_is_one(sandbox, data, kernel, stride, dtype):
     """MaxPool2d(k, s) pads by 1 (the course's default, unlike torch's 0): MaxPool2d(3, 2) maps 112x112 to 56x56."""
-    x = data.draw(pool_inputs(kernel, 1, dtype, extra=6), label="x").build()
+    x = data.draw(pool_inputs(kernel, 0, dtype, extra=6), label="x").build()  # >= kernel: valid unpadded too
     passed = dict(kernel_size=kernel) if stride is None else dict(kernel_size=kernel, stride=stride)
     check_maxpool(sandbox, passed, True, x, stride or kernel, 1,
                   hint="the course's MaxPool2d is MaxPool2d(kernel_size, stride=None, padding=1): a ResNet stem "

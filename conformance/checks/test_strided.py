@@ -8,7 +8,8 @@ Output shapes are checked first, against oh = floor((h + 2p - k) / s) + 1. The
 functions are bias-free; stride and padding are an int, a numpy int or a pair;
 max pooling pads with -inf and a stride of None means the kernel size. A separate
 check traces the ATen ops each function runs: convolution, pooling, unfold/im2col
-and padding ops are forbidden, and all but pad1d/pad2d must go through as_strided.
+and padding ops are forbidden (and torch.trace / matrix products in the as_strided
+exercises), and all but pad1d/pad2d must go through as_strided.
 """
 
 from __future__ import annotations
