@@ -22,3 +22,28 @@ def write(tmp_path: Path):
         path.write_text(textwrap.dedent(text).lstrip("\n"))
         return path
     return _write
+
+
+# ---- snapshots: never rewritten from parallel workers ---------------------------------
+
+
+def snapshot_update_under_xdist(config: pytest.Config) -> bool:
+    """True when `--snapshot-update` is asked for in a run that pytest-xdist distributes."""
+    if not config.getoption("update_snapshots", default=False):
+        return False
+    if hasattr(config, "workerinput"):  # this process is an xdist worker
+        return True
+    numprocesses = config.getoption("numprocesses", default=None)  # -n N / auto / logical
+    if numprocesses not in (None, 0, "0"):
+        return True
+    return bool(config.getoption("tx", default=None))  # --tx specs start workers too
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if snapshot_update_under_xdist(config):
+        raise pytest.UsageError(
+            "--snapshot-update cannot run under pytest-xdist: parallel workers would race to "
+            "rewrite fixtures/snapshots/ and each only sees part of the tests. Run it in one "
+            "process: `python -m pytest tests/test_snapshots.py --snapshot-update -p no:xdist` "
+            "(or -n 0)."
+        )
