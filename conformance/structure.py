@@ -202,8 +202,37 @@ def pair_units(convs: list[ConvUnit], norms: list[NormUnit]) -> tuple[dict[int, 
     return paired, left_over
 
 
-def split_blocks(convs: list[ConvUnit]) -> list[list[int]]:
-    """Conv indices per block: two 3x3 convs each, with at most one 1x1 projection before or after them."""
+def split_blocks(convs: list[ConvUnit], n_blocks: int | None = None) -> list[list[int]]:
+    """Conv indices per block, in order.
+
+    Two readings, and the one that finds `n_blocks` blocks wins (else the first):
+    * by the module tree: the deepest prefix depth at which every group still holds two or
+      more convs that are not 1x1 (a block's submodules hold fewer, the group's container holds
+      all); this is what the learner's own modules say, whatever the kernels;
+    * by roles: two 3x3 convs per block, with at most one 1x1 projection before or after them.
+    """
+    readings = [_split_by_tree(convs), _split_by_roles(convs)]
+    for reading in readings:
+        if reading is not None and len(reading) == n_blocks:
+            return reading
+    return next(r for r in readings if r is not None)
+
+
+def _split_by_tree(convs: list[ConvUnit]) -> list[list[int]] | None:
+    paths = [c.prefix.split(".") if c.prefix else [] for c in convs]
+    best = None
+    for depth in range(0, max((len(p) for p in paths), default=0) + 1):
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for i, path in enumerate(paths):
+            groups.setdefault(tuple(path[:depth]), []).append(i)
+        if all(sum(1 for i in members if convs[i].kernel != (1, 1)) >= 2 for members in groups.values()):
+            best = list(groups.values())
+        else:
+            break
+    return best
+
+
+def _split_by_roles(convs: list[ConvUnit]) -> list[list[int]]:
     blocks: list[list[int]] = []
     current: list[int] = []
     for i, conv in enumerate(convs):
@@ -417,7 +446,7 @@ def group_layout(entries: list[Entry], n_blocks: int, in_feats: int, out_feats: 
     convs, norms, stray = find_units(entries)
     norm_of, left_over = pair_units(convs, norms)
     layout = Layout(what, [], {}, [], [], [])
-    split = split_blocks(convs)
+    split = split_blocks(convs, n_blocks)
     for index, conv_ids in enumerate(split):
         block_in, block_stride = (in_feats, stride) if index == 0 else (out_feats, 1)
         block = BlockRoles(index, block_in, out_feats, block_stride, [convs[k] for k in conv_ids])

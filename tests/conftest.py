@@ -43,7 +43,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if snapshot_update_under_xdist(config):
         raise pytest.UsageError(
             "--snapshot-update cannot run under pytest-xdist: parallel workers would race to "
-            "rewrite fixtures/snapshots/ and each only sees part of the tests. Run it in one "
+            "rewrite fixtures/logits/ and each only sees part of the tests. Run it in one "
             "process: `python -m pytest tests/test_snapshots.py --snapshot-update -p no:xdist` "
             "(or -n 0)."
         )

@@ -1,6 +1,6 @@
 """ResNet34 fidelity: the stored logits, the stand-in weights and the real-weights option.
 
-The snapshots in fixtures/snapshots/ are written by test_reference_resnet34_logits
+The snapshots in fixtures/logits/ are written by test_reference_resnet34_logits
 (``--snapshot-update``, one process) and checked against torchvision's own resnet34,
 so that they stand for torchvision's network, not only for our reference.
 """
@@ -32,7 +32,7 @@ from fixtures.snapshots import (
 
 ROOT = Path(__file__).resolve().parent.parent
 
-# The extension stores snapshots by name in fixtures/snapshots/, away from the test
+# The extension stores snapshots by name in fixtures/logits/, away from the test
 # file, on purpose; syrupy warns that it cannot relate such files to the test.
 pytestmark = pytest.mark.filterwarnings(r"ignore:(?s)\s*Can not relate snapshot:UserWarning")
 
@@ -84,11 +84,11 @@ def test_stored_logits_are_spread_and_tell_the_photos_apart(size):
 
 
 def test_stored_files_are_small_float32_npy():
-    stored = sorted(path.name for path in (ROOT / "fixtures" / "snapshots").iterdir())
+    stored = sorted(path.name for path in (ROOT / "fixtures" / "logits").iterdir())
     assert stored == sorted(f"{snapshot_name(size)}.npy" for size in SIZES)
     for size in SIZES:
         path = snapshots.snapshot_path(size)
-        assert path.parent == ROOT / "fixtures" / "snapshots"
+        assert path.parent == ROOT / "fixtures" / "logits"
         assert path.stat().st_size < 13_000
         array = np.load(path, allow_pickle=False)
         assert array.dtype == np.float32 and array.shape == (len(PHOTOS), 1000)
@@ -124,7 +124,7 @@ def test_extension_stores_numbers_by_name():
     assert extension.get_snapshot_name(test_location=None, index="resnet34_logits_64") == "resnet34_logits_64"
     with pytest.raises(ValueError, match="name"):
         extension.get_snapshot_name(test_location=None, index=0)
-    assert extension.dirname(test_location=None) == str(ROOT / "fixtures" / "snapshots")
+    assert extension.dirname(test_location=None) == str(ROOT / "fixtures" / "logits")
     lines = list(extension.diff_lines(extension.serialize(load_logits(64) + 1), data))
     assert any("largest difference is 1" in line for line in lines)
 
