@@ -28,6 +28,7 @@ from .wire import HEADER, Handle, Returned
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MEMORY_MB = 2048
 START_TIMEOUT = 120.0
+TRAIN_TIMEOUT = 120.0  # one training run of the harness or of the submission's own train()
 
 
 class SubmissionRaised(Exception):
@@ -213,6 +214,35 @@ class Sandbox:
     def grad(self, target: str | Handle, args: tuple, cotangent, **kwargs) -> dict:
         return self.request("grad", target, args, cotangent, kwargs=kwargs)
 
+    def fit(self, handle: Handle, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int = 1,
+            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, timeout: float = TRAIN_TIMEOUT) -> list[float]:
+        """Train the module's trainable parameters the course's way (Adam, cross-entropy, train mode).
+
+        Returns the loss of every batch as plain floats; the model stays in the worker.
+        """
+        reply = self.request("fit", handle, inputs, labels, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed,
+                             timeout=timeout)
+        return _floats(reply.get("losses") if isinstance(reply, dict) else None, "the training loop's losses")
+
+    def run_train(self, datasets: tuple, *, args_class: str | None, overrides: dict | None = None,
+                  defaults: dict | None = None, seed: int = 0, timeout: float = TRAIN_TIMEOUT) -> tuple[object, dict]:
+        """Run the submission's own `train(args)` with the course's data helpers returning `datasets`.
+
+        Returns (what train returned, decoded: Handles, lists, Returned tensors; the args it was given).
+        """
+        reply = self.request("run_train", datasets, args_class=args_class, overrides=overrides, defaults=defaults,
+                             seed=seed, timeout=timeout)
+        if not isinstance(reply, dict) or "result" not in reply:
+            raise wire.WireError("run_train: malformed reply")
+        args = reply.get("args")
+        return reply["result"], dict(args) if isinstance(args, dict) else {}
+
+
+def _floats(values: object, what: str) -> list[float]:
+    if not isinstance(values, list) or not all(type(v) is float for v in values):
+        raise wire.WireError(f"{what}: expected a list of floats")
+    return values
+
 
 def _doing(what: str) -> str:
     return what
@@ -248,7 +278,8 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
         what = {"call": "calling", "construct": "constructing", "grad": "backpropagating through"}[verb]
         return f"{what} {name}({', '.join(parts)})" + (f" [{options}]" if options else "")
     return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
-            "reset": "resetting"}.get(verb, verb)
+            "reset": "resetting", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
+            "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
 
 
 __all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

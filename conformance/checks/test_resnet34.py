@@ -28,8 +28,7 @@ import reference
 from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, tensor_of
 from conformance.probing import Entry, load_state, set_mode, state_entries
-from conformance.structure import NORM_LEAVES, entries_of, find_units, group_layout, pair_units, random_state, \
-    split_blocks
+from conformance.structure import entries_of, find_units, group_layout, pair_units, random_state, split_blocks
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("resnet34"), requires("ResNet34")]
@@ -209,8 +208,9 @@ def network_layout(entries: list[Entry], config: Config, what: str | None = None
     last = config.widths[-1]
     weights = [e for e in stray if e.tensor.ndim == 2]
     if len(weights) != 1:
+        found = ", ".join(f"`{e.name}` {tuple(e.tensor.shape)}" for e in weights)
         problems.append(f"expected one final Linear({last}, {config.n_classes}) (average pool, then Linear), found "
-                        f"{len(weights)} 2-D weights: {', '.join(f'`{e.name}` {tuple(e.tensor.shape)}' for e in weights)}")
+                        f"{len(weights)} 2-D weights{': ' + found if found else ''}")
     else:
         weight = weights[0]
         if tuple(weight.tensor.shape) != (config.n_classes, last):
@@ -359,7 +359,7 @@ def call_model(sandbox, handle, x: torch.Tensor, what: str, layout: NetLayout | 
 # ---- checks ----------------------------------------------------------------------------------------
 
 def test_resnet34_default_architecture(sandbox):
-    """ResNet34(): 7x7 stem, [3, 4, 6, 3] blocks of [64, 128, 256, 512] channels, Linear(512, 1000); 21,797,672 parameters."""
+    """ResNet34(): 7x7 stem, [3, 4, 6, 3] blocks of [64, 128, 256, 512] channels, Linear(512, 1000)."""
     handle = construct(sandbox, DEFAULT, "default")
     layout, entries = layout_of(sandbox, handle, DEFAULT)
     if layout.problems:
@@ -369,8 +369,7 @@ def test_resnet34_default_architecture(sandbox):
     assert_equal(len(entries), DEFAULT_ENTRIES, "number of state_dict entries of ResNet34()",
                  hint="110 parameters and 108 buffers (running_mean, running_var, num_batches_tracked of 36 "
                       "BatchNorms), like torchvision's resnet34")
-    parameters = dict(sandbox.state(handle)["parameters"])
-    frozen = [name for name, trainable in parameters.items() if not trainable]
+    frozen = [e.name for e in entries if e.kind == "parameter" and not e.requires_grad]
     if frozen:
         fail(f"ResNet34() has parameters that do not require grad: {', '.join(frozen[:5])}"
              f"{' ...' if len(frozen) > 5 else ''}; a freshly built model trains all of them")
@@ -378,7 +377,7 @@ def test_resnet34_default_architecture(sandbox):
 
 @given(config=configs(), how=CONSTRUCTIONS)
 def test_resnet34_configuration_honoured(sandbox, config, how):
-    """Every constructor argument is used: blocks per group, widths, first strides and n_classes (positional or keyword)."""
+    """Every constructor argument is used (blocks per group, widths, first strides, n_classes), by position or name."""
     handle = construct(sandbox, config, how)
     layout, entries = layout_of(sandbox, handle, config)
     if layout.problems:
@@ -404,7 +403,7 @@ def test_resnet34_output_shape(sandbox, config, batch, h, w):
 
 @given(config=configs(), batch=st.integers(1, 2), h=st.integers(5, 12), w=st.integers(5, 12), seed=SEEDS)
 def test_resnet34_eval_logits_match_reference(sandbox, config, batch, h, w, seed):
-    """Eval mode with the same random state: the logits equal the reference ResNet34's (stem, strides, pooling, head)."""
+    """Eval mode, same random state: the logits equal the reference ResNet34's (stem, strides, pooling, head)."""
     handle = construct(sandbox, config)
     layout, _ = layout_of(sandbox, handle, config)
     oracle = reference_model(config)

@@ -140,7 +140,7 @@ def misalignment(entries: list[Entry]) -> str:
 # ---- running copy_weights in the sandbox --------------------------------------------------------
 
 def copy_into_default(sandbox) -> tuple[Handle, list[Entry], str]:
-    """Build ResNet34(), copy the pretrained weights into it with copy_weights; (model, entries before, misalignment)."""
+    """ResNet34() with the pretrained weights copied in by copy_weights: (model, entries before, misalignment)."""
     handle = sandbox.construct("ResNet34")
     before = state_entries(sandbox, handle, "ResNet34()")
     problem = misalignment(before)
@@ -168,7 +168,8 @@ def value_problems(after: list[Entry], before: list[Entry], keys: list[str]) -> 
         else:
             same = [k for k, v in state.items() if k != key and v.shape == got.shape
                     and torch.equal(v.to(torch.float64), got.to(torch.float64))]
-            source = f"holds torchvision's `{same[0]}`" if same else "holds values found nowhere in the pretrained model"
+            source = (f"holds torchvision's `{same[0]}`" if same else
+                      "holds values found nowhere in the pretrained model")
         problems.append(f"your `{mine.name}` {source}, not torchvision's `{key}`")
     return problems
 
@@ -204,7 +205,7 @@ def report_values(problems: list[str], before: list[Entry], after: list[Entry], 
 
 @requires("ResNet34")
 def test_weight_copy_state_dict_lines_up_with_torchvision(sandbox):
-    """ResNet34()'s state_dict lines up with torchvision's resnet34 entry by entry: 218 entries, same shapes and kinds."""
+    """ResNet34()'s state_dict lines up with torchvision's resnet34 entry by entry: 218 entries, same shapes, kinds."""
     handle = sandbox.construct("ResNet34")
     entries = state_entries(sandbox, handle, "ResNet34()")
     problem = misalignment(entries)
@@ -275,7 +276,7 @@ def test_weight_copy_pretrained_logits_match_snapshot(sandbox):
 
 @requires("copy_weights")
 def test_weight_copy_copy_weights_into_reference_model(sandbox):
-    """copy_weights(model, pretrained) loads every entry of a correct ResNet34, buffers included, and returns the model."""
+    """copy_weights(model, pretrained) loads every entry of a correct ResNet34, buffers included; returns the model."""
     torch.manual_seed(0)
     target = reference.ResNet34()
     before = entries_of(target)
