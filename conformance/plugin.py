@@ -29,10 +29,14 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.funct
 # Hypothesis profiles. `conformance` (the default for checks): derandomized, so the same
 # submission always meets the same inputs; no example database, so nothing carries over
 # from one submission to another; the blob to replay a failure is printed.
+# No explain phase: it replays hundreds of variants of a failing example, minutes per
+# submission with many failures, for a note the shrunk example already conveys.
+_PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
 settings.register_profile("conformance", max_examples=30, derandomize=True, database=None, deadline=None,
-                          print_blob=True, report_multiple_bugs=False, suppress_health_check=_SUPPRESS)
+                          print_blob=True, report_multiple_bugs=False, suppress_health_check=_SUPPRESS,
+                          phases=_PHASES)
 settings.register_profile("dev", max_examples=12, deadline=None, print_blob=True, report_multiple_bugs=False,
-                          suppress_health_check=_SUPPRESS)
+                          suppress_health_check=_SUPPRESS, phases=_PHASES)
 settings.register_profile("thorough", max_examples=300, deadline=None, database=None, print_blob=True,
                           report_multiple_bugs=False, suppress_health_check=_SUPPRESS)
 # The corpus of known bugs: the same inputs as `conformance`, without the (slow) shrinking.

@@ -9,8 +9,11 @@ so the harness recognises the pieces by what they hold:
 * the k-th conv is paired with the k-th BatchNorm, in order of first appearance (when a
   conv has no BatchNorm of its own, each BatchNorm goes to the closest conv before it);
 * inside a block, the 1x1 conv is the projection and the two 3x3 convs, in order, are the
-  left branch's first and second conv; in a BlockGroup the blocks are told apart by the
-  same roles (two 3x3 convs each, plus a 1x1 projection before or after them).
+  left branch's first and second conv;
+* in a BlockGroup the blocks are told apart by the module tree (the deepest level whose
+  groups each still hold two non-1x1 convs: the blocks, whatever they are called) or, when
+  that does not give the expected count, by the roles (two 3x3 convs per block, plus a 1x1
+  projection before or after them).
 
 From the roles it builds the mapping from the submission's state_dict keys to the keys of
 the oracle, torchvision's own ``BasicBlock`` (``conv1``, ``bn1``, ``conv2``, ``bn2``,
@@ -21,6 +24,7 @@ in learner-readable words (which convolution is missing, which one is extra, and
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass, field
 
@@ -54,7 +58,8 @@ def projects(in_feats: int, out_feats: int, stride: int) -> bool:
 
 
 def projection_reason(in_feats: int, out_feats: int, stride: int) -> str:
-    reasons = (["first_stride > 1"] if stride != 1 else []) + (["in_feats != out_feats"] if in_feats != out_feats else [])
+    reasons = (["first_stride > 1"] if stride != 1 else []) + \
+        (["in_feats != out_feats"] if in_feats != out_feats else [])
     return " and ".join(reasons)
 
 
@@ -71,6 +76,14 @@ def oracle_group(n_blocks: int, in_feats: int, out_feats: int, stride: int = 1) 
     """What a BlockGroup is: only the first block strides and may project."""
     return nn.Sequential(oracle_block(in_feats, out_feats, stride),
                          *[oracle_block(out_feats, out_feats, 1) for _ in range(n_blocks - 1)])
+
+
+@functools.lru_cache(maxsize=512)
+def _oracle_entries(n_blocks: int | None, in_feats: int, out_feats: int, stride: int) -> dict[str, Entry]:
+    """The oracle's state_dict entries (only their names, kinds and shapes are used), built once per arguments."""
+    module = oracle_block(in_feats, out_feats, stride) if n_blocks is None else \
+        oracle_group(n_blocks, in_feats, out_feats, stride)
+    return {e.name: e for e in entries_of(module)}
 
 
 def entries_of(module: nn.Module) -> list[Entry]:
@@ -284,6 +297,7 @@ class Layout:
     unmapped: list[str]  # submission keys with no oracle counterpart
     mismatched: list[str]  # submission keys whose shape differs from the oracle's
     block_count_ok: bool = True
+    oracle_name: str = "torchvision's BasicBlock"
 
     @property
     def loadable(self) -> bool:
@@ -295,8 +309,8 @@ class Layout:
 
     def require_loadable(self, doing: str) -> None:
         if not self.loadable:
-            fail(f"cannot {doing}, because the parameters of {self.what} do not line up with torchvision's "
-                 f"BasicBlock: {self.report()}")
+            fail(f"cannot {doing}, because the parameters of {self.what} do not line up with those of "
+                 f"{self.oracle_name}: {self.report() or 'wrong shapes: ' + ', '.join(self.mismatched)}")
 
     def submission_state(self, oracle_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: oracle_state[target] for key, target in self.mapping.items() if target in oracle_state}
@@ -426,7 +440,7 @@ def _finish(layout: Layout, entries: list[Entry], oracle: dict[str, Entry], stra
 def block_layout(entries: list[Entry], in_feats: int, out_feats: int, stride: int, what: str | None = None) -> Layout:
     """Line a ResidualBlock's state_dict up with torchvision's BasicBlock for these arguments."""
     what = what or f"ResidualBlock({in_feats}, {out_feats}, {stride})"
-    oracle = {e.name: e for e in entries_of(oracle_block(in_feats, out_feats, stride))}
+    oracle = _oracle_entries(None, in_feats, out_feats, stride)
     convs, norms, stray = find_units(entries)
     norm_of, left_over = pair_units(convs, norms)
     layout = Layout(what, [], {}, [], [], [])
@@ -442,10 +456,10 @@ def group_layout(entries: list[Entry], n_blocks: int, in_feats: int, out_feats: 
                  what: str | None = None) -> Layout:
     """Line a BlockGroup's state_dict up with an nn.Sequential of torchvision BasicBlocks."""
     what = what or f"BlockGroup({n_blocks}, {in_feats}, {out_feats}, {stride})"
-    oracle = {e.name: e for e in entries_of(oracle_group(n_blocks, in_feats, out_feats, stride))}
+    oracle = _oracle_entries(n_blocks, in_feats, out_feats, stride)
     convs, norms, stray = find_units(entries)
     norm_of, left_over = pair_units(convs, norms)
-    layout = Layout(what, [], {}, [], [], [])
+    layout = Layout(what, [], {}, [], [], [], oracle_name="an nn.Sequential of torchvision BasicBlocks")
     split = split_blocks(convs, n_blocks)
     for index, conv_ids in enumerate(split):
         block_in, block_stride = (in_feats, stride) if index == 0 else (out_feats, 1)

@@ -21,8 +21,6 @@ how the block computes its output, not of the choice between identity and projec
 
 from __future__ import annotations
 
-import copy
-
 import torch
 import torch.nn.functional as F
 from hypothesis import given
@@ -48,7 +46,6 @@ pytestmark = [area("residual")]
 
 SEEDS = st.integers(0, 2**16)
 CHANNELS = st.integers(1, 6)
-SIZES = st.integers(2, 8)
 KINDS = ("identity", "channels", "stride", "both")
 # Input values, drawn from a seed (a whole block's forward per shrinking step is too slow to shrink
 # hundreds of values one by one). OFF_ZERO: no zeros, so x > 0 is decided everywhere and no branch
@@ -141,17 +138,23 @@ def run(sandbox, layout: Layout, call, *args, **kwargs):
 
 def block_output(block, x: torch.Tensor, *, skip=True, relu_end_of_left=False, relu_left_only=False,
                  final_relu=True, stride_second=False, projection_bn=True) -> torch.Tensor:
-    """A BasicBlock's forward, or one of the usual mistakes (computed with the block's own modules)."""
+    """A BasicBlock's forward, or one of the usual mistakes, from the block's own weights. BatchNorm runs
+    functionally on copies of the running buffers, so the block is never changed (even in train mode)."""
+
+    def norm(module, h):
+        return F.batch_norm(h, module.running_mean.clone(), module.running_var.clone(), module.weight, module.bias,
+                            training=block.training, momentum=module.momentum, eps=module.eps)
+
     s = block.stride
     first, second = (1, s) if stride_second else (s, 1)
-    h = F.relu(block.bn1(F.conv2d(x, block.conv1.weight, stride=first, padding=1)))
-    left = block.bn2(F.conv2d(h, block.conv2.weight, stride=second, padding=1))
+    h = F.relu(norm(block.bn1, F.conv2d(x, block.conv1.weight, stride=first, padding=1)))
+    left = norm(block.bn2, F.conv2d(h, block.conv2.weight, stride=second, padding=1))
     if block.downsample is None:
         right = x
     else:
         right = F.conv2d(x, block.downsample[0].weight, stride=s)
         if projection_bn:
-            right = block.downsample[1](right)
+            right = norm(block.downsample[1], right)
     if relu_end_of_left:
         left = F.relu(left)
     if not skip:
@@ -180,23 +183,20 @@ CLOSE = dict(rtol=1e-4, atol=1e-5)
 
 def diagnose(got: torch.Tensor, oracle, x: torch.Tensor, train: bool, cotangent: torch.Tensor | None = None) -> str:
     """Which usual mistakes (distinct from the right answer on this input) the submission matches: its output,
-    or with a `cotangent`, its gradient w.r.t. the input. In train mode `oracle` is a function giving a fresh
-    oracle in the state before the forward (train mode moves its buffers); in eval mode the oracle itself."""
+    or with a `cotangent`, its gradient w.r.t. the input. `oracle` holds the state before the forward."""
+    oracle.train(train)
 
     def evaluate(**kwargs) -> torch.Tensor | None:
-        block = oracle().train() if train else oracle.eval()
         if cotangent is None:
             with torch.no_grad():
-                return block_output(block, x, **kwargs)
+                return block_output(oracle, x, **kwargs)
         leaf = x.detach().clone().requires_grad_(True)
-        out = block_output(block, leaf, **kwargs)
+        out = block_output(oracle, leaf, **kwargs)
         if out.shape != cotangent.shape:
             return None
         (out * cotangent).sum().backward()
         return leaf.grad
 
-    sample = oracle() if train else oracle
-    stride, has_projection = sample.stride, sample.downsample is not None
     expected = evaluate()
     matches = []
     for kwargs, formula, explanation in MISTAKES:
@@ -221,14 +221,15 @@ FORWARD_HINT = ("forward is relu(left(x) + right(x)): left = conv 3x3 (stride fi
 
 
 def compare_output(got_value, expected: torch.Tensor, oracle, x: torch.Tensor, train: bool, what: str,
-                   layout: Layout) -> None:
+                   layout: Layout, otherwise: str = FORWARD_HINT) -> None:
+    """The output equals the oracle's; if not, say which usual mistake it matches (or `otherwise`)."""
     got = tensor_of(got_value, what)
     try:
         assert_close(got, expected, what)
         return
     except CheckFailure:
         pass
-    stride = (oracle() if train else oracle).stride
+    stride = oracle.stride
     if got.shape == expected.shape:
         hint = diagnose(got, oracle, x, train)
     elif got.ndim == 4 and got.shape[2:] == x.shape[2:] and stride > 1:
@@ -239,7 +240,7 @@ def compare_output(got_value, expected: torch.Tensor, oracle, x: torch.Tensor, t
         hint = ""
     if layout.problems:
         hint = (hint + "\n" if hint else "") + f"Its structure does not match either: {layout.report()}"
-    assert_close(got, expected, what, hint=hint or FORWARD_HINT)
+    assert_close(got, expected, what, hint=hint or otherwise)
 
 
 # ---- item 4: the projection rule ---------------------------------------------------------------
@@ -339,11 +340,8 @@ def test_residual_forward_train_matches_torchvision(sandbox, data, args, seed):
     oracle = oracle_block(in_feats, out_feats, stride).double()
     state = random_state(oracle, seed)
     load_both(sandbox, handle, layout, oracle, state, "compare its output")
-    def before():  # the oracle as it was before the train-mode forward
-        fresh = oracle_block(in_feats, out_feats, stride).double()
-        fresh.load_state_dict(state)
-        return fresh
-
+    before = oracle_block(in_feats, out_feats, stride).double()  # stays as it was before the forward
+    before.load_state_dict(state)
     set_mode(sandbox, handle, True)
     out_shape = (x.shape[0], out_feats, output_size(x.shape[2], 3, stride, 1), output_size(x.shape[3], 3, stride, 1))
     cotangent = torch.linspace(-1, 1, torch.Size(out_shape).numel(), dtype=torch.float64).reshape(out_shape)
@@ -460,7 +458,7 @@ def test_residual_stride_on_first_conv(sandbox, data, args, seed):
 @requires("ResidualBlock")
 @given(data=st.data(), args=block_args(), seed=SEEDS)
 def test_residual_no_relu_before_add_and_identity_gradient(sandbox, data, args, seed):
-    """With the left branch's last BatchNorm set to weight 0, bias b: output relu(b + right(x)), gradients via the skip."""
+    """With left(x) silenced to a constant b, the block is relu(b + right(x)) and gradients pass the skip."""
     in_feats, out_feats, stride = args
     what = f"ResidualBlock({in_feats}, {out_feats}, {stride})"
     x = data.draw(block_inputs(in_feats, stride))
@@ -487,10 +485,9 @@ def test_residual_no_relu_before_add_and_identity_gradient(sandbox, data, args, 
     got_value = tensor_of(got["value"], where)
     if got_value.shape == expected.shape:
         (expected * cotangent).sum().backward()
-    hint = diagnose(got_value, oracle, x, False) if got_value.shape == expected.shape else ""
-    assert_close(got_value, expected.detach(), where,
-                 hint=hint or f"with left(x) = b the block must return relu(b + {right}): add the branches, then "
-                              "apply the one ReLU")
+    compare_output(got_value, expected.detach(), oracle, x, False, where, layout,
+                   otherwise=f"with left(x) = b the block must return relu(b + {right}): add the branches, then "
+                             "apply the one ReLU")
     assert_close(got["input_grads"][0], leaf.grad, f"gradient w.r.t. the input of {where}",
                  hint=("the skip connection carries the gradient straight to the input: here it must be "
                        "cotangent * (b + x > 0)") if identity else
