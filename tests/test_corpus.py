@@ -45,7 +45,7 @@ def test_correct_implementations_pass(impl, tmp_path):
 def test_bug_fails_in_its_area(bug, tmp_path):
     # Only the checks the bug claims run (the rest of its area is proven on the correct implementations).
     selection = ["-k", " or ".join(bug.checks)] if bug.checks else []
-    data = grade(bug.write(tmp_path), [bug.area], tmp_path, *selection)
+    data = grade(bug.write(tmp_path), [bug.area], tmp_path, *selection, fork=True)
     failed_tests = [t["name"] for t in data["tests"] if t["outcome"] == "failed"]
     failed = {function_of(n) for n in failed_tests} | {n.split(": ", 1)[-1] for n in failed_tests}
     assert data["areas"][bug.area]["status"] == "failed", f"{bug.id} ({bug.description}) was not caught"
