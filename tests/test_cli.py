@@ -61,7 +61,7 @@ def graded(tmp_path_factory):
     (base / "hanging.py").write_text(HANGING)
     out = base / "out"
     done = run_grade(base / "good.py", base / "tampering.py", base / "hanging.py", base / "absent.py",
-                     "--out", out, "--jobs", "2", "--profile", "corpus", "--probe-timeout", "3")
+                     "--out", out, "--jobs", "2", "--profile", "corpus", "--probe-timeout", "2")
     return out, done
 
 
@@ -107,7 +107,7 @@ def test_a_hang_costs_checks_not_the_run(graded):
     data = load(out, "hanging")
     batchnorm = [t for t in data["tests"] if t["tags"][0] == "batchnorm"]
     assert batchnorm and all(t["status"] == "failed" for t in batchnorm)
-    assert any("did not answer within 3 s" in t["output"] for t in batchnorm)
+    assert any("did not answer within 2 s" in t["output"] for t in batchnorm)
 
 
 def test_time_limit_grades_as_far_as_it_got(tmp_path):

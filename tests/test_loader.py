@@ -42,6 +42,22 @@ def test_keeps_definitions_and_skips_side_effects(write):
     assert any("import skipped" in note for note in report.notes)
 
 
+def test_dataclasses_and_future_flags_of_the_harness_do_not_leak(write):
+    path = write("answers.py", """
+        from dataclasses import dataclass
+        @dataclass
+        class ResNetTrainingArgs:
+            batch_size: int = 64
+            epochs: int = 5
+        def hint(x: Tensor) -> int:
+            return 1
+    """)
+    _, namespace, report = run(path)
+    assert not report.failed
+    assert namespace["ResNetTrainingArgs"]().epochs == 5
+    assert namespace["hint"].__annotations__["x"] is namespace["Tensor"]  # not a string: no inherited future import
+
+
 def test_shell_lines_inside_blocks_keep_the_block_valid(write):
     path = write("answers.py", """
         def f():

@@ -221,7 +221,7 @@ def program_names(program: Program) -> set[str]:
 
 
 def _run(definition: Definition, namespace: dict) -> str | None:
-    code = compile(ast.Module(body=[definition.node], type_ignores=[]), definition.origin, "exec")
+    code = compile(ast.Module(body=[definition.node], type_ignores=[]), definition.origin, "exec", dont_inherit=True)
     try:
         exec(code, namespace)  # noqa: S102 - sandbox worker only
     except BaseException as error:  # noqa: BLE001 - a definition may raise anything, even SystemExit

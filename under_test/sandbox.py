@@ -228,14 +228,16 @@ class Sandbox:
                   defaults: dict | None = None, seed: int = 0, timeout: float = TRAIN_TIMEOUT) -> tuple[object, dict]:
         """Run the submission's own `train(args)` with the course's data helpers returning `datasets`.
 
-        Returns (what train returned, decoded: Handles, lists, Returned tensors; the args it was given).
+        Returns what train returned (decoded: Handles, lists, Returned tensors) and the args it
+        was given: {"fields": {name: value}, "type": the args object's type name}.
         """
         reply = self.request("run_train", datasets, args_class=args_class, overrides=overrides, defaults=defaults,
                              seed=seed, timeout=timeout)
         if not isinstance(reply, dict) or "result" not in reply:
             raise wire.WireError("run_train: malformed reply")
-        args = reply.get("args")
-        return reply["result"], dict(args) if isinstance(args, dict) else {}
+        fields = reply.get("args")
+        return reply["result"], {"fields": dict(fields) if isinstance(fields, dict) else {},
+                                 "type": str(reply.get("args_type"))}
 
 
 def _floats(values: object, what: str) -> list[float]:

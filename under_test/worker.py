@@ -198,7 +198,7 @@ class Worker:
         else:
             args = types.SimpleNamespace(**{**defaults, **overrides})
         names = [f.name for f in dataclasses.fields(args)] if dataclasses.is_dataclass(args) \
-            else list(getattr(args, "__dict__", {}))
+            else [name for name in dir(args) if not name.startswith("_")]
         used = {name: getattr(args, name) for name in names
                 if type(getattr(args, name, None)) in (int, float, bool, str)}
 
@@ -219,7 +219,7 @@ class Worker:
             for name in swapped:
                 self.namespace.pop(name, None)
             self.namespace.update(saved)
-        return {"result": self.out(result), "args": self.out(used)}
+        return {"result": self.out(result), "args": self.out(used), "args_type": type_name(args)}
 
 
 class _QuietProgress:

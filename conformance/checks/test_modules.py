@@ -564,3 +564,97 @@ def test_simple_mlp_cross_entropy_gradients(sandbox, case):
                                        f"x of shape {shape} ({dtype})",
                      hint="the loss consumes the model's logits; a softmax inside the model, a detached layer or a "
                           "ReLU that blocks gradients changes these gradients. " + LOGITS_WHY)
+
+
+# ---- SimpleMLP trained on real digits: logits are the training object --------------------------
+# The harness trains the submission's SimpleMLP the course's way (Adam, F.cross_entropy on its outputs, train
+# mode) in the sandbox worker on scikit-learn's digits as 1x28x28 MNIST-normalised images (`fixtures.digits`),
+# then judges from plain data: the loss of every batch and the eval-mode outputs on held-out digits. The
+# submission's own SimpleMLP train(args), when it is the last `train`, runs on the same digits with a short
+# budget (helpers shared with `test_feature_extraction`).
+
+from conformance.checks.test_feature_extraction import (  # noqa: E402
+    accuracy, describe_losses, loss_fell, run_own_train, skip_unless_own_train,
+)
+from fixtures.digits import mnist_digits  # noqa: E402
+
+MLP_TRAIN_DIGITS, MLP_HELD_OUT_DIGITS = 1000, 300
+MLP_EPOCHS, MLP_BATCH, MLP_LR = 2, 32, 1e-3
+MLP_ARGS_DEFAULTS = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-3}
+# Cross-entropy of a probability vector over 10 classes is at least log(1 + 9/e) (all mass on the right class):
+# a model with softmax inside can never train its loss below it. Logits reach about 0.3 here.
+SOFTMAX_FLOOR = math.log(1 + 9 / math.e)
+MAX_MLP_HELD_OUT_LOSS = 1.0
+MIN_MLP_ACCURACY = 0.80  # the correct model reaches about 0.92
+MIN_OWN_MLP_ACCURACY = 0.60
+
+
+def mlp_digits():
+    return mnist_digits(MLP_TRAIN_DIGITS, MLP_HELD_OUT_DIGITS)
+
+
+def mlp_outputs(sandbox, handle, x: torch.Tensor, what: str) -> torch.Tensor:
+    sandbox.method(handle, "train", False)
+    got = tensor_of(sandbox.call(handle, x, no_grad=True), what)
+    if tuple(got.shape) != (len(x), 10):
+        fail(f"{what} has shape {tuple(got.shape)}; expected ({len(x)}, 10): ten logits per image")
+    return got.to(torch.float32)
+
+
+def probabilities(outputs: torch.Tensor) -> bool:
+    return bool((outputs >= 0).all()) and bool(((outputs.sum(dim=-1) - 1).abs() < 1e-3).all())
+
+
+FLOOR_WHY = (f"Cross-entropy of probabilities can never go below log(1 + 9/e) = {SOFTMAX_FLOOR:.3f} (even with all "
+             "the probability on the right class, F.cross_entropy takes their softmax again), so the loss stalls "
+             "and the gradients shrink.")
+
+
+@requires("SimpleMLP")
+def test_simple_mlp_training_lowers_the_loss_on_digits(sandbox):
+    """Trained with F.cross_entropy on digits (Adam, 2 epochs), SimpleMLP's loss falls well below the softmax floor."""
+    train, held_out = mlp_digits()
+    x, y = train.tensors
+    x_held, y_held = held_out.tensors
+    handle = sandbox.construct("SimpleMLP")
+    losses = sandbox.fit(handle, x, y, epochs=MLP_EPOCHS, batch_size=MLP_BATCH, lr=MLP_LR)
+    outputs = mlp_outputs(sandbox, handle, x_held, f"SimpleMLP() after training, on {len(y_held)} held-out digits")
+    held_loss, score = float(F.cross_entropy(outputs, y_held)), accuracy(outputs, y_held)
+    recipe = (f"Adam(lr={MLP_LR}), F.cross_entropy(model(x), y), {MLP_EPOCHS} epochs of {len(y)} digits "
+              f"(1x28x28) in batches of {MLP_BATCH}")
+    summary = (f"training loss {describe_losses(losses)}; held-out cross-entropy {held_loss:.3f}, accuracy "
+               f"{score:.1%} (chance 10%)")
+    if probabilities(outputs):
+        fail(f"SimpleMLP trained with {recipe}: {summary}. Its outputs are probabilities (every row is >= 0 and sums "
+             f"to 1): the model applies softmax. {FLOOR_WHY}\n{LOGITS_WHY}")
+    if not loss_fell(losses, window=5, drop=0.5) or held_loss >= MAX_MLP_HELD_OUT_LOSS:
+        floor = f" {FLOOR_WHY}" if min(losses, default=0.0) >= SOFTMAX_FLOOR - 1e-3 else ""
+        fail(f"SimpleMLP trained with {recipe} does not learn: {summary}; the course's model gets below "
+             f"{MAX_MLP_HELD_OUT_LOSS} held-out cross-entropy.{floor}\n{LOGITS_WHY}")
+    if score < MIN_MLP_ACCURACY:
+        fail(f"SimpleMLP trained with {recipe}: {summary}; the course's model reaches at least {MIN_MLP_ACCURACY:.0%}")
+
+
+def test_simple_mlp_training_own_train_on_digits(sandbox, program):
+    """The submission's own SimpleMLP train(args), run on digits for one epoch: its loss falls, its model classifies."""
+    plan = skip_unless_own_train(program, "mlp")
+    train, held_out = mlp_digits()
+    x_held, y_held = held_out.tensors
+    run = run_own_train(sandbox, plan, (train, held_out), MLP_ARGS_DEFAULTS)
+    what = f"the model {run.call} returned"
+    outputs = mlp_outputs(sandbox, run.model, x_held, f"{what}, in eval mode on {len(y_held)} held-out digits")
+    held_loss, score = float(F.cross_entropy(outputs, y_held)), accuracy(outputs, y_held)
+    summary = f"held-out cross-entropy of its logits {held_loss:.3f}, accuracy {score:.1%} (chance 10%)"
+    if run.losses is not None:
+        if not loss_fell(run.losses):
+            fail(f"{run.call}, run on {len(train)} digits: its loss list does not fall: {describe_losses(run.losses)}; "
+                 f"{summary}. Each step computes loss = F.cross_entropy(model(imgs), labels), then loss.backward(), "
+                 "optimizer.step(), and optimizer.zero_grad() before the next backward (not between backward and "
+                 "step, which throws the gradients away)")
+        if min(run.losses) >= SOFTMAX_FLOOR - 1e-3 and held_loss < SOFTMAX_FLOOR - 0.2:
+            fail(f"{run.call}, run on {len(train)} digits: its loss never goes below {SOFTMAX_FLOOR:.3f} "
+                 f"({describe_losses(run.losses)}) while its model's logits reach {held_loss:.3f} held-out "
+                 "cross-entropy: the loop applies softmax before F.cross_entropy. " + FLOOR_WHY + "\n" + LOGITS_WHY)
+    if score < MIN_OWN_MLP_ACCURACY:
+        fail(f"{what}, run on {len(train)} digits for one epoch: {summary}; the course's loop reaches at least "
+             f"{MIN_OWN_MLP_ACCURACY:.0%}" + (f"; its losses: {describe_losses(run.losses)}" if run.losses else ""))
