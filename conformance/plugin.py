@@ -307,6 +307,3 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     terminalreporter.write_sep("=", "conformance")
     for line in report.summary_lines(data):
         terminalreporter.write_line(line)
-
-
-__all__ = ["AREAS"]

@@ -160,9 +160,9 @@ class Sandbox:
 
     def _death_message(self, error: Exception, timeout: float, doing: str) -> str:
         if isinstance(error, TimeoutError):
-            return f"the submission did not answer within {timeout:g} s while {_doing(doing)} (hang or far too slow)"
+            return f"the submission did not answer within {timeout:g} s while {doing} (hang or far too slow)"
         if isinstance(error, wire.WireError):
-            return f"the worker sent an unreadable reply while {_doing(doing)}: {error}"
+            return f"the worker sent an unreadable reply while {doing}: {error}"
         self.process.wait()
         code = self.process.returncode
         tail = self.log_tail()
@@ -173,7 +173,7 @@ class Sandbox:
             what = f"the worker exited with status {code}"
         if "MemoryError" in tail or "can't allocate memory" in tail or "DefaultCPUAllocator" in tail:
             what += f"; it ran out of its {self.memory_mb} MB memory cap"
-        return f"{what} while {_doing(doing)}" + (f"\n{tail}" if tail else "")
+        return f"{what} while {doing}" + (f"\n{tail}" if tail else "")
 
     def log_tail(self, lines: int = 8) -> str:
         self._log.flush()
@@ -244,10 +244,6 @@ def _floats(values: object, what: str) -> list[float]:
     if not isinstance(values, list) or not all(type(v) is float for v in values):
         raise wire.WireError(f"{what}: expected a list of floats")
     return values
-
-
-def _doing(what: str) -> str:
-    return what
 
 
 def _describe(verb: str, args: tuple, kwargs: dict) -> str:
