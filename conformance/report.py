@@ -54,7 +54,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
 
 def _test(name, area, items, outcome, output, weight) -> dict:
     return {"name": name, "area": area, "items": list(items), "outcome": outcome, "output": output,
-            "weight": weight, "score": weight if outcome == "passed" else 0.0, "max_score": weight}
+            "score": weight if outcome == "passed" else 0.0, "max_score": weight}
 
 
 def _output(entry: dict) -> str:

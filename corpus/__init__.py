@@ -104,9 +104,7 @@ def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "
                            cwd=ROOT)
     if not results.exists():
         raise RuntimeError(f"no results from pytest {' '.join(arguments)}:\n{log.read_text()[-4000:]}")
-    data = json.loads(results.read_text())
-    data["_stdout"] = log.read_text()
-    return data
+    return json.loads(results.read_text())
 
 
 def _run_forked(arguments: list[str], log: Path) -> None:
