@@ -374,14 +374,14 @@ def conv2d_minimal(x: Float[Tensor, "b ic h w"], weights: Float[Tensor, "oc ic k
 tests.test_conv2d_minimal(conv2d_minimal)
 
 # %%
-def pad1d(x: Float[Tensor, "... w"], left: int, right: int, pad_value: float) -> Float[Tensor, "... (left+w+right)"]:
+def pad1d(x: Float[Tensor, "batch in_channels width"], left: int, right: int, pad_value: float) -> Float[Tensor, "batch in_channels width"]:
     """Return a new tensor with padding applied to the width dimension.
 
     Padding should be applied to the last dimension (width). The padding value is pad_value.
     """
-    *other, w = x.shape
-    out = x.new_full((*other, left + w + right), pad_value)
-    out[..., left : left + w] = x
+    B, C, W = x.shape
+    out = x.new_full((B, C, left + W + right), pad_value)
+    out[..., left : left + W] = x
     return out
 
 
@@ -390,12 +390,12 @@ tests.test_pad1d_multi_channel(pad1d)
 
 # %%
 def pad2d(
-    x: Float[Tensor, "... h w"], left: int, right: int, top: int, bottom: int, pad_value: float
-) -> Float[Tensor, "... (top+h+bottom) (left+w+right)"]:
+    x: Float[Tensor, "batch in_channels height width"], left: int, right: int, top: int, bottom: int, pad_value: float
+) -> Float[Tensor, "batch in_channels height width"]:
     """Return a new tensor with padding applied to the last two dimensions (height, width)."""
-    *other, h, w = x.shape
-    out = x.new_full((*other, top + h + bottom, left + w + right), pad_value)
-    out[..., top : top + h, left : left + w] = x
+    B, C, H, W = x.shape
+    out = x.new_full((B, C, top + H + bottom, left + W + right), pad_value)
+    out[..., top : top + H, left : left + W] = x
     return out
 
 
@@ -430,12 +430,12 @@ Pair = tuple[int, int]
 
 def force_pair(v: IntOrPair) -> Pair:
     """Convert v to a pair of int, if it isn't already."""
-    if isinstance(v, (tuple, list)):
+    if isinstance(v, tuple):
         if len(v) != 2:
             raise ValueError(v)
         return (int(v[0]), int(v[1]))
-    elif isinstance(v, (int, np.integer)):
-        return (int(v), int(v))
+    elif isinstance(v, int):
+        return (v, v)
     raise ValueError(v)
 
 

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, tensor_of
 from conformance.probing import describe_state, load_state, set_mode, state_entries, state_tensors
-from conformance.strategies import DTYPES, half_integers, tensors
+from conformance.strategies import DTYPES, tensors
 
 pytestmark = [area("batchnorm"), requires("BatchNorm2d")]
 

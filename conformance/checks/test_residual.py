@@ -200,9 +200,9 @@ def diagnose(got: torch.Tensor, oracle, x: torch.Tensor, train: bool, cotangent:
     expected = evaluate()
     matches = []
     for kwargs, formula, explanation in MISTAKES:
-        if kwargs.get("stride_second") and stride == 1:
+        if kwargs.get("stride_second") and oracle.stride == 1:
             continue
-        if "projection_bn" in kwargs and not has_projection:
+        if "projection_bn" in kwargs and oracle.downsample is None:
             continue
         alternative = evaluate(**kwargs)
         if alternative is None or alternative.shape != got.shape or torch.allclose(alternative, expected, **CLOSE):

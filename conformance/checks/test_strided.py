@@ -5,7 +5,8 @@ Oracles, computed in the harness on the same inputs: `torch.trace`, `mat @ vec`,
 several memory layouts (transposed, every-other-element and offset views), so a
 function that derives strides from the shape instead of `x.stride()` is caught.
 Output shapes are checked first, against oh = floor((h + 2p - k) / s) + 1. The
-functions are bias-free; stride and padding are an int, a numpy int or a pair;
+functions are bias-free; stride and padding are an int or a pair (whose
+elements may be numpy ints);
 max pooling pads with -inf and a stride of None means the kernel size. A separate
 check traces the ATen ops each function runs: convolution, pooling, unfold/im2col
 and padding ops are forbidden (and torch.trace / matrix products in the as_strided
@@ -16,7 +17,6 @@ from __future__ import annotations
 
 import re
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -25,13 +25,15 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
-from conformance.strategies import DTYPES, IntOrPair, half_integers, int_or_pair, tensors
+from conformance.strategies import DTYPES, IntOrPair, half_integers, int_or_pair, passed_as, tensors
 
 pytestmark = [area("strided")]
 
 DTYPE = st.sampled_from(list(DTYPES))
 PAD_VALUES = st.one_of(half_integers, st.sampled_from([float("-inf"), float("inf")]))
 negative_halves = st.integers(-8, -1).map(lambda v: v / 2)
+# The course types pad1d's x as (batch, in_channels, width) and pad2d's as (batch, in_channels, height, width).
+BATCH_AND_CHANNELS = st.tuples(st.integers(1, 3), st.integers(1, 3))
 
 
 # ---- helpers ------------------------------------------------------------------------
@@ -50,15 +52,6 @@ def checked_output(got: object, expected: torch.Tensor, call: str, formulas: lis
         fail(f"{call} returned shape {tuple(tensor.shape)}, expected {tuple(expected.shape)} from the output-size "
              f"formula: {'; '.join(formulas)}" + (f"\n{hint}" if hint else ""))
     assert_close(tensor, expected, call, hint=hint)
-
-
-def form(draw, pair: tuple[int, int]) -> IntOrPair:
-    """An (h, w) pair as the caller passes it: int or numpy int when square, else tuple or numpy tuple."""
-    forms = ["tuple", "numpy tuple"] + (["int", "numpy int"] if pair[0] == pair[1] else [])
-    chosen = draw(st.sampled_from(forms))
-    passed = {"int": pair[0], "numpy int": np.int64(pair[0]), "tuple": tuple(pair),
-              "numpy tuple": (np.int64(pair[0]), np.int64(pair[1]))}[chosen]
-    return IntOrPair(passed, tuple(pair))
 
 
 def describe(*arrays: torch.Tensor) -> str:
@@ -152,7 +145,7 @@ def test_conv2d_minimal(sandbox, data, b, ic, oc, kh, kw, extra_h, extra_w, dtyp
 # ---- padding --------------------------------------------------------------------------------
 
 @requires("pad1d")
-@given(data=st.data(), lead=st.lists(st.integers(1, 3), max_size=2), w=st.integers(1, 5),
+@given(data=st.data(), lead=BATCH_AND_CHANNELS, w=st.integers(1, 5),
        left=st.integers(0, 3), right=st.integers(0, 3), pad_value=PAD_VALUES, dtype=DTYPE)
 def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
     """pad1d(x, left, right, pad_value) equals F.pad(x, (left, right), value=pad_value), keeping x's dtype."""
@@ -168,7 +161,7 @@ def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
 
 
 @requires("pad2d")
-@given(data=st.data(), lead=st.lists(st.integers(1, 3), max_size=2), h=st.integers(1, 4), w=st.integers(1, 4),
+@given(data=st.data(), lead=BATCH_AND_CHANNELS, h=st.integers(1, 4), w=st.integers(1, 4),
        left=st.integers(0, 3), right=st.integers(0, 3), top=st.integers(0, 3), bottom=st.integers(0, 3),
        pad_value=PAD_VALUES, dtype=DTYPE)
 def test_pad2d(sandbox, data, lead, h, w, left, right, top, bottom, pad_value, dtype):
@@ -261,9 +254,9 @@ def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, hin
 @requires("conv2d")
 @given(case=conv2d_cases(strides=(1, 3), paddings=(0, 2)))
 def test_conv2d(sandbox, case):
-    """conv2d(x, weights, stride, padding) equals F.conv2d; stride and padding an int, numpy int or pair."""
-    check_conv2d(sandbox, *case, hint="turn stride and padding into (h, w) pairs with force_pair (an int or a "
-                 "numpy int means the same value on both axes), zero-pad, then take strided windows; "
+    """conv2d(x, weights, stride, padding) equals F.conv2d; stride and padding an int or a pair."""
+    check_conv2d(sandbox, *case, hint="turn stride and padding into (h, w) pairs with force_pair (an int means "
+                 "the same value on both axes; a tuple's elements may be numpy ints), zero-pad, then take strided windows; "
                  + STRIDES_FROM_X)
 
 
@@ -293,8 +286,8 @@ def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddin
     stride = None if none else draw(int_or_pair(*strides), label="stride")
     step = stride.pair if stride is not None else kernel.pair
     low, high = paddings
-    padding = form(draw, tuple(draw(st.integers(low, k // 2 if high is None else min(high, k // 2)), label="padding")
-                               for k in kernel.pair))
+    padding = draw(passed_as(tuple(draw(st.integers(low, k // 2 if high is None else min(high, k // 2)), label="padding")
+                                   for k in kernel.pair)))
     size = []
     for axis in range(2):
         least = max(1, kernel.pair[axis] + (min_windows - 1) * step[axis] - 2 * padding.pair[axis])
@@ -320,7 +313,7 @@ def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, pad
 @requires("maxpool2d")
 @given(case=maxpool_cases())
 def test_maxpool2d(sandbox, case):
-    """maxpool2d(x, kernel_size, stride, padding) equals F.max_pool2d; int, numpy int or pair arguments."""
+    """maxpool2d(x, kernel_size, stride, padding) equals F.max_pool2d; int or pair arguments."""
     check_maxpool2d(sandbox, *case, hint="force_pair the kernel, stride (None means the kernel size) and padding; "
                     "pad with -inf, take strided windows and their max; " + STRIDES_FROM_X)
 
@@ -375,8 +368,8 @@ def ops_inputs(name: str) -> tuple[tuple, dict]:
         "conv1d_minimal_simple": ((r(6), r(3)), {}),
         "conv1d_minimal": ((r(2, 2, 6), r(3, 2, 3)), {}),
         "conv2d_minimal": ((r(2, 2, 5, 6), r(3, 2, 2, 3)), {}),
-        "pad1d": ((r(2, 5), 1, 2, 0.0), {}),
-        "pad2d": ((r(2, 3, 4), 1, 2, 2, 1, 0.0), {}),
+        "pad1d": ((r(2, 2, 5), 1, 2, 0.0), {}),
+        "pad2d": ((r(2, 2, 3, 4), 1, 2, 2, 1, 0.0), {}),
         "conv1d": ((r(2, 2, 7), r(3, 2, 3)), {"stride": 2, "padding": 1}),
         "conv2d": ((r(2, 2, 6, 7), r(3, 2, 3, 2)), {"stride": 2, "padding": 1}),
         "maxpool2d": ((r(2, 2, 6, 7), 3), {"stride": 2, "padding": 1}),
