@@ -7,6 +7,7 @@ in `corpus/<area>.toml`:
     id = "relu-in-place"
     area = "modules"                      # the area that must fail
     checks = ["test_relu_leaves_input"]   # checks that must fail (substrings of check names)
+    expect = "modifies its input in place"  # a phrase of the diagnosis the feedback must contain
     description = "ReLU clamps its input in place"
     base = "learner_submission.py"        # optional, the file under examples/ to patch
     [[bug.patch]]
@@ -40,6 +41,7 @@ class Bug:
     description: str
     patches: tuple[tuple[str, str], ...]
     checks: tuple[str, ...] = ()
+    expect: str = ""
     base: str = "learner_submission.py"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -68,7 +70,7 @@ def load_bugs() -> list[Bug]:
             bug = Bug(
                 id=raw["id"], area=raw["area"], description=raw["description"],
                 patches=tuple((p["old"], p["new"]) for p in raw["patch"]),
-                checks=tuple(raw.get("checks", ())), base=raw.get("base", "learner_submission.py"),
+                checks=tuple(raw.get("checks", ())), expect=raw.get("expect", ""), base=raw.get("base", "learner_submission.py"),
             )
             if bug.area not in AREAS:
                 raise ValueError(f"{file.name}: bug {bug.id} names unknown area {bug.area!r}")
@@ -146,6 +148,9 @@ def main(argv: list[str]) -> int:
         for test in data["tests"]:
             if test["outcome"] == "failed":
                 print("  ---", test["name"], "\n  " + test["output"].replace("\n", "\n  ")[:1500])
-        if verdict != "failed":
+        outputs = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
+        found = bool(bug.expect) and any(bug.expect in output for output in outputs)
+        print(f"  expect {bug.expect!r}: {'found' if found else 'NOT FOUND'}")
+        if verdict != "failed" or not found:
             status = 1
     return status

@@ -51,9 +51,12 @@ def test_bug_fails_in_its_area(bug, tmp_path):
     assert data["areas"][bug.area]["status"] == "failed", f"{bug.id} ({bug.description}) was not caught"
     for check in bug.checks:
         assert check in failed, f"{bug.id}: expected {check} to fail; failed: {sorted(failed)}"
-    for test in data["tests"]:
-        if test["outcome"] == "failed":
-            assert test["output"].strip() and "reproduce: conformance check" in test["output"]
+    outputs = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
+    for output in outputs:
+        assert output.strip() and "reproduce: conformance check" in output
+    assert bug.expect, f"{bug.id}: name the phrase of the diagnosis its feedback must contain (expect = ...)"
+    assert any(bug.expect in output for output in outputs), \
+        f"{bug.id}: no failed check's feedback says {bug.expect!r}:\n" + "\n---\n".join(outputs)
 
 
 def test_every_check_fails_on_some_bug():
