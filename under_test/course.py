@@ -7,8 +7,12 @@ definitions run in, and makes torchvision's pretrained ResNet34 load offline.
 from __future__ import annotations
 
 import functools
+import sys
+import types
 
 from .loader import GIVEN_NAMES
+
+MODULE_NAME = "__submission__"
 
 
 def base_namespace() -> dict:
@@ -24,7 +28,7 @@ def base_namespace() -> dict:
     import reference.given as given
 
     namespace = {
-        "__name__": "__submission__",
+        "__name__": MODULE_NAME,
         "__builtins__": __builtins__,
         "t": torch,
         "torch": torch,
@@ -42,6 +46,18 @@ def base_namespace() -> dict:
     }
     namespace.update({name: getattr(given, name) for name in GIVEN_NAMES})
     return namespace
+
+
+def submission_module() -> types.ModuleType:
+    """A real module, registered in `sys.modules`, that the submission's definitions run in.
+
+    Definitions see it as their module, as they would in a notebook's `__main__`: decorators that
+    look their module up (typeguard's `@typechecked`, `jaxtyped`, dataclasses, pickling) work.
+    """
+    module = types.ModuleType(MODULE_NAME, "the submission's definitions")
+    module.__dict__.update(base_namespace())
+    sys.modules[MODULE_NAME] = module
+    return module
 
 
 def install_offline_torchvision() -> None:

@@ -8,7 +8,9 @@ sandbox worker, never in the harness process.
 
 from __future__ import annotations
 
+import __future__
 import ast
+import linecache
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +37,11 @@ class Definition:
     origin: str
     names: tuple[str, ...]
     stub: bool = False
+    flags: int = 0  # compiler flags of the `from __future__` imports of its file
+
+    @property
+    def is_import(self) -> bool:
+        return isinstance(self.node, (ast.Import, ast.ImportFrom))
 
     @property
     def where(self) -> str:
@@ -48,6 +55,7 @@ class Program:
     path: Path
     definitions: list[Definition] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # origin -> the text its line numbers refer to
 
     def last(self, name: str) -> Definition | None:
         """The definition that wins for `name` (the last one), if any."""
@@ -72,19 +80,40 @@ def extract(path: str | Path) -> Program:
     return extract_source(read_submission(path))
 
 
-def extract_source(source: Source) -> Program:
+def extract_source(source: Source, *, relative_imports: bool = False) -> Program:
+    """The kept definitions of every cell, in order.
+
+    `relative_imports` keeps `from .x import y` (a module of the submission's own package,
+    loaded on its own); in a merged directory they are dropped, the names being merged anyway.
+    """
     program = Program(source.path, notes=list(source.notes))
+    flags: dict[str, int] = {}
     for parsed in source.cells:
+        origin = parsed.cell.origin
+        program.sources[origin] = program.sources.get(origin, "") + parsed.cell.text
         if parsed.module is None:
             continue
+        flags[origin] = flags.get(origin, 0) | _future_flags(parsed.module)
         for node in parsed.module.body:
-            definition = _definition(node, parsed.cell.origin)
+            definition = _definition(node, origin, relative_imports)
             if definition is not None:
+                definition.flags = flags[origin]
                 program.definitions.append(definition)
     return program
 
 
-def _definition(node: ast.stmt, origin: str) -> Definition | None:
+def _future_flags(module: ast.Module) -> int:
+    """The compiler flags of the file's `from __future__ import ...` statements (e.g. annotations)."""
+    flags = 0
+    for node in module.body:
+        if isinstance(node, ast.ImportFrom) and node.module == "__future__":
+            for alias in node.names:
+                feature = getattr(__future__, alias.name, None)
+                flags |= getattr(feature, "compiler_flag", 0)
+    return flags
+
+
+def _definition(node: ast.stmt, origin: str, relative_imports: bool = False) -> Definition | None:
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
         return Definition(node, origin, (node.name,), _is_stub_function(node))
     if isinstance(node, ast.ClassDef):
@@ -92,7 +121,9 @@ def _definition(node: ast.stmt, origin: str) -> Definition | None:
     if isinstance(node, ast.Import):
         return Definition(node, origin, tuple((a.asname or a.name).split(".")[0] for a in node.names))
     if isinstance(node, ast.ImportFrom):
-        if node.level:  # relative import inside a directory: its names come from the merged files
+        if node.module == "__future__":  # a compiler flag of its file (`Definition.flags`), not a binding
+            return None
+        if node.level and not relative_imports:  # inside a merged directory: its names come from the merged files
             return None
         return Definition(node, origin, tuple(a.asname or a.name for a in node.names))
     if isinstance(node, ast.Assign) and _is_simple(node.value) and all(map(_is_name_target, node.targets)):
@@ -187,9 +218,11 @@ def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = 
 
     The last definition of a name wins. A definition that raises is recorded and
     retried once after the others (a directory's files may refer to each other), and
-    only while no later definition of its names succeeded.
+    only while no later definition of its names succeeded. An import that fails binds
+    nothing, as in a notebook: a name an earlier cell defined keeps that definition.
     """
     report = LoadReport()
+    _register_sources(program)
     pending: list[tuple[int, Definition]] = []
     done_at: dict[str, int] = {}
     for index, definition in enumerate(program.definitions):
@@ -204,8 +237,15 @@ def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = 
         if error is None:
             done_at.update({name: index for name in definition.names})
             continue
-        if isinstance(definition.node, (ast.Import, ast.ImportFrom)):
-            report.notes.append(f"{definition.where}: import skipped ({error})")
+        if definition.is_import:
+            kept = [name for name in definition.names if name in done_at]
+            report.notes.append(f"{definition.where}: import skipped ({error})"
+                                + (f"; {', '.join(kept)} keep{'s' if len(kept) == 1 else ''} the submission's "
+                                   "earlier definition" if kept else ""))
+            for name in definition.names:
+                if name not in done_at:
+                    report.failed[name] = f"{definition.where}: {error}"
+            continue
         for name in definition.names:
             if done_at.get(name, -1) < index:
                 report.failed[name] = f"{definition.where}: {error}"
@@ -216,12 +256,24 @@ def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = 
     return report
 
 
+def _register_sources(program: Program) -> None:
+    """Let `inspect.getsource` see the text that was compiled (magics replaced, notebook cells by name).
+
+    typeguard's `@typechecked` re-reads a function's module source to instrument it; entries
+    without a modification time are never evicted by `linecache.checkcache`.
+    """
+    for origin, text in program.sources.items():
+        linecache.cache[origin] = (len(text), None, text.splitlines(keepends=True), origin)
+
+
 def program_names(program: Program) -> set[str]:
     return {name for d in program.definitions for name in d.names}
 
 
 def _run(definition: Definition, namespace: dict) -> str | None:
-    code = compile(ast.Module(body=[definition.node], type_ignores=[]), definition.origin, "exec", dont_inherit=True)
+    code = compile(ast.Module(body=[definition.node], type_ignores=[]), definition.origin, "exec",
+                   flags=definition.flags, dont_inherit=True)
+    namespace["__file__"] = definition.origin  # where inspect (and typeguard) find the source of what it defines
     try:
         exec(code, namespace)  # noqa: S102 - sandbox worker only
     except BaseException as error:  # noqa: BLE001 - a definition may raise anything, even SystemExit

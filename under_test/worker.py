@@ -359,13 +359,15 @@ def main(argv: list[str] | None = None) -> None:
     import torch
 
     torch.set_num_threads(1)
-    from .course import base_namespace, install_offline_torchvision
+    from . import packages
+    from .course import install_offline_torchvision, submission_module
     from .loader import execute, extract
 
     install_offline_torchvision()
-    namespace = base_namespace()
+    namespace = submission_module().__dict__
     aliases = json.loads(options.aliases)
     program = extract(options.impl)
+    packages.install(program.path, namespace)
     report = execute(program, namespace, aliases)
     _cap_memory(options.memory_mb)
     worker = Worker(namespace)
