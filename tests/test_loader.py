@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 
 from under_test.course import base_namespace
 from under_test.loader import execute, extract
@@ -225,3 +226,85 @@ def test_pretrained_resnet34_never_downloads(write, monkeypatch):
     assert sum(p.numel() for p in model.parameters()) == 21_797_672
     for (k1, v1), (k2, v2) in zip(model.state_dict().items(), again.state_dict().items()):
         assert k1 == k2 and torch.equal(v1, v2)
+
+
+def test_a_failing_import_binds_nothing_and_earlier_definitions_stand(tmp_path):
+    folder = tmp_path / "answers"
+    folder.mkdir()
+    (folder / "part1.py").write_text("class Linear:\n    mine = True\n")
+    (folder / "part2.py").write_text("from part2_cnns.solutions import Linear, Conv2d\n")
+    program, namespace, report = run(folder)
+    assert namespace["Linear"].mine
+    assert "Linear" not in report.failed  # the learner's own Linear is graded
+    assert "Conv2d" in report.failed and "No module named" in report.failed["Conv2d"]
+    assert any("import skipped" in n and "Linear keeps the submission's earlier definition" in n for n in report.notes)
+
+
+def test_future_annotations_of_the_submission_apply_to_its_definitions(write):
+    path = write("answers.py", """
+        from __future__ import annotations
+        def hint(x: Tensor) -> int:
+            return 1
+    """)
+    _, namespace, report = run(path)
+    assert not report.failed
+    assert namespace["hint"].__annotations__["x"] == "Tensor"
+
+
+def test_typeguard_checked_definitions_load_in_a_registered_module(write):
+    import sys
+
+    import typeguard
+
+    from under_test.course import MODULE_NAME, submission_module
+
+    path = write("answers.py", """
+        from __future__ import annotations
+        %pip install typeguard
+        from typeguard import typechecked
+        @typechecked
+        def double(x: int) -> int:
+            return 2 * x
+        class Scale(nn.Module):
+            @typechecked
+            def forward(self, x: Tensor) -> Tensor:
+                return 3 * x
+    """)
+    module = submission_module()
+    try:
+        report = execute(extract(path), module.__dict__)
+        assert not report.failed, report.failed
+        assert module.double(2) == 4 and module.Scale()(torch.ones(1)).item() == 3
+        with pytest.raises(typeguard.TypeCheckError):
+            module.double("not an int")  # typeguard really instrumented the learner's function
+    finally:
+        sys.modules.pop(MODULE_NAME, None)
+
+
+def test_a_directory_imports_its_own_packages_without_running_them(tmp_path):
+    import sys
+
+    from under_test import packages
+
+    root = tmp_path / "submission"
+    (root / "mlpkit").mkdir(parents=True)
+    (root / "resnetkit").mkdir()
+    (root / "mlpkit" / "__init__.py").write_text("")
+    (root / "mlpkit" / "layers.py").write_text(
+        "import torch as t\nprint('side effect')\nraise SystemExit('top-level code must not run')\n"
+        "class Linear:\n    kind = 'mine'\n")
+    (root / "resnetkit" / "blocks.py").write_text("from .base import Base\nclass Block(Base):\n    pass\n")
+    (root / "resnetkit" / "base.py").write_text("class Base:\n    kind = 'base'\n")
+    (root / "main.py").write_text("from mlpkit.layers import Linear\nfrom resnetkit.blocks import Block\n")
+    program = extract(root)
+    namespace = base_namespace()
+    finder = packages.install(root, namespace)
+    try:
+        report = execute(program, namespace)
+        assert not report.failed, report.failed
+        assert namespace["Linear"].kind == "mine" and namespace["Block"].kind == "base"
+        assert sys.modules["mlpkit.layers"].Linear.kind == "mine"  # loaded by its definitions, not run
+    finally:
+        sys.meta_path.remove(finder)
+        for name in [n for n in sys.modules if n.split(".")[0] in ("mlpkit", "resnetkit")]:
+            del sys.modules[name]

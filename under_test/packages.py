@@ -32,7 +32,8 @@ class SubmissionPackages(importlib.abc.MetaPathFinder, importlib.abc.Loader):
             init = where / "__init__.py"
             spec = importlib.machinery.ModuleSpec(fullname, self, origin=str(init) if init.exists() else None,
                                                   is_package=True)
-            spec.submodule_search_locations = [str(where)]
+            # No search locations: its submodules are found by this finder too (never run as plain files).
+            spec.submodule_search_locations = []
             return spec
         file = where.with_suffix(".py")
         if file.is_file():
