@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import torch
@@ -51,3 +52,32 @@ def set_mode(sandbox: Sandbox, handle: Handle, train: bool) -> None:
 
 def describe_state(entries: list[Entry]) -> str:
     return ", ".join(f"{e.name} ({e.kind}, {tuple(e.tensor.shape)})" for e in entries)
+
+
+# ---- repr: it must not raise; what it shows is the learner's choice (an advisory at most) ----
+
+PRINT_WHY = ("print(model) calls extra_repr on every submodule: extra_repr must return a string built from "
+             "attributes the module really has (check the attribute names it reads)")
+
+
+def printable(sandbox: Sandbox, handle: Handle, what: str) -> str:
+    """repr(module), or a failure naming the error: print(model) must never crash."""
+    try:
+        return sandbox.repr(handle)
+    except SubmissionRaised as error:
+        fail(f"repr({what}) raised {error.type_name}: {error.message}\n{error.traceback}\n{PRINT_WHY}")
+    raise AssertionError  # unreachable
+
+
+def shown_numbers(text: str) -> list[str]:
+    """The whole numbers shown inside the outer parentheses of a repr."""
+    return re.findall(r"(?<![\w.])\d+(?![\w.])", text.partition("(")[2])
+
+
+def advise_on_repr(advise, text: str, what: str, arguments: dict[str, object], example: str) -> None:
+    """An advisory, never a failure, when the repr does not show the constructor's arguments."""
+    shown = shown_numbers(text)
+    absent = [f"{name}={value}" for name, value in arguments.items() if str(value) not in shown]
+    if absent:
+        advise(f"repr({what}) is {text!r}, which does not show {', '.join(absent)}; an extra_repr returning "
+               f"(not printing) e.g. {example!r} makes print(model) informative")

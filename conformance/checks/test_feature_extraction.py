@@ -335,8 +335,12 @@ class OwnRun:
     call: str
 
 
-def run_own_train(sandbox, plan: OwnTrain, datasets: tuple, defaults: dict) -> OwnRun:
-    """Run the submission's train(args) on `datasets` with the short budget; its model and loss list."""
+def run_own_train(sandbox, plan: OwnTrain, datasets: tuple, defaults: dict, advise) -> OwnRun | None:
+    """Run the submission's train(args) on `datasets` with the short budget; its model and loss list.
+
+    None (with an advisory) when train returns nothing, as older templates do (they plot instead):
+    it ran without an error, and there is no model to judge.
+    """
     try:
         result, used = sandbox.run_train(datasets, args_class=plan.args_class, overrides=OWN_BUDGET,
                                          defaults=defaults)
@@ -353,6 +357,11 @@ def run_own_train(sandbox, plan: OwnTrain, datasets: tuple, defaults: dict) -> O
     built = used["type"].rpartition(".")[2]
     call = f"train({plan.args_class}({shown}))" if built == plan.args_class else \
         f"train(args) with args = SimpleNamespace({shown}) ({plan.args_class} is not defined; the course's defaults)"
+    if result is None:
+        advise(f"{call}, run on digits with the course's data helpers, ran without an error but returned nothing, "
+               "so the model it trained could not be judged; the course's train returns (loss_list, "
+               "accuracy_list, model)")
+        return None
     items = list(result) if isinstance(result, (tuple, list)) else [result]
     models = [v for v in items if isinstance(v, Handle)]
     if isinstance(result, Handle):
@@ -486,7 +495,9 @@ def test_feature_extraction_own_train_trains_only_the_head(sandbox, program, str
     plan = skip_unless_own_train(program, "resnet")
     train, held_out = digits()
     x_held, y_held = held_out.tensors
-    run = run_own_train(sandbox, plan, (train, held_out), RESNET_ARGS_DEFAULTS)
+    run = run_own_train(sandbox, plan, (train, held_out), RESNET_ARGS_DEFAULTS, advise)
+    if run is None:
+        return
     what = f"the model {run.call} returned"
     model = read(sandbox, run.model, what)
     backbone_alignment(model, what)

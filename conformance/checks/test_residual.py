@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import CheckFailure, assert_close, assert_equal, fail, output_size, tensor_of
-from conformance.probing import set_mode, state_entries
+from conformance.probing import printable, set_mode, state_entries
 from conformance.structure import (
     Layout,
     block_layout,
@@ -524,10 +524,7 @@ def test_residual_each_branch_runs_once(sandbox, data, args, seed):
 def test_residual_repr(sandbox):
     """print(ResidualBlock(...)) works, for a block with a projection and for one without."""
     for args in ((3, 4, 2), (4, 4, 1)):
-        handle = sandbox.construct("ResidualBlock", *args)
-        text = sandbox.repr(handle)
-        if not isinstance(text, str) or not text.strip():
-            fail(f"repr(ResidualBlock{args}) gave {text!r}; expected the module's description")
+        printable(sandbox, sandbox.construct("ResidualBlock", *args), f"ResidualBlock{args}")
 
 
 # ---- BlockGroup ---------------------------------------------------------------------------------
@@ -590,7 +587,4 @@ def test_blockgroup_forward_matches_torchvision(sandbox, data, args, seed):
 def test_blockgroup_repr(sandbox):
     """print(BlockGroup(...)) works."""
     for args in ((2, 3, 4, 2), (1, 4, 4, 1)):
-        handle = sandbox.construct("BlockGroup", *args)
-        text = sandbox.repr(handle)
-        if not isinstance(text, str) or not text.strip():
-            fail(f"repr(BlockGroup{args}) gave {text!r}; expected the module's description")
+        printable(sandbox, sandbox.construct("BlockGroup", *args), f"BlockGroup{args}")
