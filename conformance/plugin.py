@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
+import hypothesis.errors
 import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from under_test.loader import Program, extract
 from under_test.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
+from under_test.wire import WireError
 
 from . import report
 from .areas import AREAS, items_of
@@ -222,6 +225,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             reason = _skip_reason(rep)
             outcome = "given" if reason.startswith(GIVEN) else "missing"
             output = reason.removeprefix(GIVEN).removeprefix(MISSING)
+        elif is_harness_error(call):
+            outcome, output = "error", _harness_error_text(item, call)
+            sys.stderr.write(f"HARNESS ERROR in {item.nodeid} (not charged to the submission):\n{output}\n")
         else:
             outcome, output = "failed", _failure_text(item, call)
         entry = _entry(item, outcome, output)
@@ -235,6 +241,27 @@ def _skip_reason(rep: pytest.TestReport) -> str:
     if isinstance(longrepr, tuple) and len(longrepr) == 3:
         return str(longrepr[2]).removeprefix("Skipped: ")
     return str(longrepr)
+
+
+def is_harness_error(call: pytest.CallInfo) -> bool:
+    """The check failed because the harness's own code raised, not because of the submission.
+
+    The learner's outcomes are: a failed comparison (`CheckFailure`, an assertion, `pytest.fail`), an
+    exception of the submission (`SubmissionRaised`), a worker that hung, crashed or exited
+    (`WorkerDied`), data the worker should not send (`WireError`), or behaviour that changes from
+    one call to the next (Hypothesis's flakiness errors). Anything else is a bug of the harness.
+    """
+    if call.excinfo is None:
+        return False
+    error = call.excinfo.value
+    learner = (AssertionError, SubmissionRaised, WorkerDied, WireError, pytest.fail.Exception, pytest.skip.Exception,
+               hypothesis.errors.Flaky)
+    return not isinstance(error, learner)
+
+
+def _harness_error_text(item: pytest.Item, call: pytest.CallInfo) -> str:
+    return (f"the harness's check {item.name} raised {type(call.excinfo.value).__name__} in its own code; this says "
+            f"nothing about the submission.\n{call.excinfo.getrepr(style='short')}")
 
 
 def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:

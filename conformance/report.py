@@ -2,13 +2,16 @@
 
 Everything here is derived from `areas.py` and the list of check entries; nothing is
 stored twice. A check entry is a dict with `name`, `area`, `items`, `outcome`
-(`passed`, `failed`, `missing`, `given`, or `pending` while not yet run) and `output`.
+(`passed`, `failed`, `missing`, `given`, `error`, or `pending` while not yet run) and `output`.
+`given` (a course-given name the submission does not define) and `error` (the harness's own
+code raised: never the learner's fault) carry no points and do not decide an area.
 """
 
 from __future__ import annotations
 
 from .areas import AREAS, GATE_MIN_ITEMS, RUBRIC
 
+UNGRADED = ("given", "error")  # outcomes that carry no points and decide nothing
 NOT_REACHED = "not reached: grading stopped before this check ran (time limit or crash of the harness)"
 
 
@@ -24,7 +27,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
     tests = []
     for area in AREAS.values():
         own = [e for e in entries if e["area"] == area.id]
-        graded = [e for e in own if e["outcome"] != "given"]
+        graded = [e for e in own if e["outcome"] not in UNGRADED]
         if not own:
             tests.append(_test(f"{area.id}: not checked by this version of the harness", area.id,
                                list(area.items), "missing", "this area has no checks yet", area.weight))
@@ -32,13 +35,14 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         share = area.weight / len(graded) if graded else 0.0
         for e in own:
             tests.append(_test(e["name"], area.id, e["items"], e["outcome"], _output(e),
-                               0.0 if e["outcome"] == "given" else share))
+                               0.0 if e["outcome"] in UNGRADED else share))
     areas = {a: {"status": _status([t for t in tests if t["area"] == a])} for a in AREAS}
     items = {i: _status([t for t in tests if i in t["items"]]) for i in RUBRIC}
     passed = [i for i, s in items.items() if s == "passed"]
     must_fail = [i for i, item in RUBRIC.items() if item.must_pass and items[i] != "passed"]
     gate = "pass" if len(passed) >= GATE_MIN_ITEMS and not must_fail else "fail"
     advisories = list(dict.fromkeys(a for e in entries for a in e.get("advisories", [])))
+    harness_errors = [e["name"] for e in entries if e["outcome"] == "error"]
     return {
         "score": round(sum(t["score"] for t in tests), 2),
         "max_score": round(sum(t["max_score"] for t in tests), 2),
@@ -46,6 +50,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         "areas": areas,
         "rubric": {"items": items, "items_passed": len(passed), "gate": gate, "must_pass_failed": must_fail},
         "advisories": advisories,
+        "harness_errors": harness_errors,
         "impl": impl,
         "strict": strict,
         "complete": not any(e["outcome"] == "pending" for e in entries),
@@ -62,6 +67,8 @@ def _output(entry: dict) -> str:
         return f"missing (not attempted): {entry['output']}"
     if entry["outcome"] == "given":
         return f"not graded: {entry['output']}"
+    if entry["outcome"] == "error":
+        return f"not graded, harness error (not your code's fault, not charged): {entry['output']}"
     return entry["output"]
 
 
@@ -71,7 +78,7 @@ def _gradescope(test: dict) -> dict:
         "name": test["name"],
         "score": round(test["score"], 4),
         "max_score": round(test["max_score"], 4),
-        "status": "passed" if test["outcome"] in ("passed", "given") else "failed",
+        "status": "passed" if test["outcome"] in ("passed", *UNGRADED) else "failed",
         "outcome": test["outcome"],
         "output": test["output"],
         "tags": [test["area"], *[f"item:{i}" for i in test["items"]]],
@@ -80,7 +87,7 @@ def _gradescope(test: dict) -> dict:
 
 def _status(tests: list[dict]) -> str:
     """failed if any check failed; passed if every check ran and passed; otherwise missing."""
-    outcomes = [t["outcome"] for t in tests if t["outcome"] != "given"]
+    outcomes = [t["outcome"] for t in tests if t["outcome"] not in UNGRADED]
     if any(o == "failed" for o in outcomes):
         return "failed"
     if outcomes and all(o == "passed" for o in outcomes):
@@ -96,6 +103,7 @@ def summary_lines(data: dict) -> list[str]:
     lines.append("areas: " + "  ".join(f"{a}={v['status']}" for a, v in data["areas"].items()))
     lines.append("items: " + "  ".join(f"{i}={s}" for i, s in data["rubric"]["items"].items()))
     lines.extend(f"advisory: {a}" for a in data["advisories"])
+    lines.extend(f"HARNESS ERROR (not charged; please report it): {name}" for name in data.get("harness_errors", []))
     return lines
 
 
@@ -103,7 +111,8 @@ def feedback(data: dict, name: str, notes: list[str] = ()) -> str:
     """The human-readable feedback written beside results.json."""
     out = [f"# Feedback for {name}", ""]
     out.extend(summary_lines(data))
-    for title, wanted in (("Failed checks", "failed"), ("Not attempted (missing)", "missing")):
+    for title, wanted in (("Failed checks", "failed"), ("Not attempted (missing)", "missing"),
+                          ("Harness errors (not charged; the harness's fault, please report them)", "error")):
         chosen = [t for t in data["tests"] if t["outcome"] == wanted]
         if chosen:
             out += ["", f"## {title}", ""]

@@ -34,7 +34,7 @@ def checked_areas() -> set[str]:
 @pytest.mark.parametrize("impl", list(CORRECT))
 def test_correct_implementations_pass(impl, tmp_path):
     data = grade(ROOT / impl, [], tmp_path, profile="conformance", fork=True)
-    failed = {t["name"]: t["output"] for t in data["tests"] if t["outcome"] == "failed"}
+    failed = {t["name"]: t["output"] for t in data["tests"] if t["outcome"] in ("failed", "error")}
     assert not failed, failed
     covered = CORRECT[impl] if CORRECT[impl] is not None else checked_areas()
     for area in covered:
@@ -51,6 +51,7 @@ def test_bug_fails_in_its_area(bug, tmp_path):
     assert data["areas"][bug.area]["status"] == "failed", f"{bug.id} ({bug.description}) was not caught"
     for check in bug.checks:
         assert check in failed, f"{bug.id}: expected {check} to fail; failed: {sorted(failed)}"
+    assert not data["harness_errors"], [t["output"] for t in data["tests"] if t["outcome"] == "error"]
     outputs = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
     for output in outputs:
         assert output.strip() and "reproduce: conformance check" in output

@@ -43,6 +43,8 @@ def test_areas_without_checks_are_missing_and_keep_their_weight():
     (["missing", "failed"], "failed"),
     (["given", "passed"], "passed"),
     (["given"], "missing"),
+    (["error", "passed"], "passed"),
+    (["error"], "missing"),
 ])
 def test_area_status(outcomes, status):
     data = build([entry("pooling", o, f"pooling: {i}") for i, o in enumerate(outcomes)])
@@ -78,3 +80,12 @@ def test_gradescope_fields():
     test = next(t for t in data["tests"] if t["tags"][0] == "conv")
     assert set(test) >= {"name", "score", "max_score", "status", "output", "tags"}
     assert test["status"] == "failed" and test["tags"] == ["conv", "item:1"]
+
+
+def test_harness_errors_are_not_charged_and_are_listed():
+    data = build([entry("modules", "error", "modules: flatten"), entry("modules", "passed", "modules: relu")])
+    tests = {t["name"]: t for t in data["tests"]}
+    assert tests["modules: flatten"]["max_score"] == 0 and tests["modules: flatten"]["status"] == "passed"
+    assert "harness error" in tests["modules: flatten"]["output"]
+    assert tests["modules: relu"]["score"] == AREAS["modules"].weight
+    assert data["harness_errors"] == ["modules: flatten"] and data["areas"]["modules"]["status"] == "passed"
