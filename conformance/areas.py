@@ -57,6 +57,16 @@ RUBRIC: dict[str, Item] = {
 
 GATE_MIN_ITEMS = 6
 
+# Blame the root cause: the building blocks a composite is made of, with the area each belongs to.
+# When a check of a composite area fails, it is graded again with the submission's own blocks
+# replaced by trusted ones (`under_test.trusted`); if it passes then, the block is to blame.
+BUILDING_BLOCKS: dict[str, str] = {
+    "ReLU": "modules", "Linear": "modules", "Flatten": "modules", "Sequential": "modules",
+    "Conv2d": "conv", "MaxPool2d": "pooling", "AveragePool": "pooling", "BatchNorm2d": "batchnorm",
+    "conv2d": "strided", "maxpool2d": "strided",
+}
+COMPOSITE_AREAS = ("residual", "resnet34", "weight_copy", "feature_extraction")
+
 assert abs(sum(a.weight for a in AREAS.values()) - 100) < 1e-9
 
 

@@ -21,7 +21,7 @@ from under_test.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox, Subm
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
-from . import report
+from . import report, rootcause
 from .areas import AREAS, items_of
 from .compare import CheckFailure
 
@@ -112,6 +112,9 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             config.hook.pytest_deselected(items=deselected)
             items[:] = [i for i in items if i not in deselected]
             checks = [i for i in checks if i not in deselected]
+    if len(checks) == len(items):  # building blocks before the composites made of them (`rootcause`)
+        order = {area_id: index for index, area_id in enumerate(AREAS)}
+        items.sort(key=lambda i: order[i.get_closest_marker("area").args[0]])
     results = config.stash[_RESULTS]
     for item in checks:
         results[item.nodeid] = _entry(item, "pending", "not run")
@@ -209,6 +212,24 @@ def _check_names(request: pytest.FixtureRequest):
                     pytrace=False)
     box.begin_check()
     yield
+
+
+# ---- blame the root cause -------------------------------------------------------------
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item):
+    """A composite's failed check is graded again with trusted building blocks (`conformance.rootcause`)."""
+    try:
+        return (yield)
+    except BaseException as error:
+        if not rootcause.eligible(item, error):
+            raise
+        failed_areas = {e["area"] for e in item.config.stash[_RESULTS].values() if e["outcome"] == "failed"}
+        blocks = rootcause.culprits(item, failed_areas)
+        if not blocks:
+            raise
+        item.user_properties.append(("advisory", rootcause.advisory(item, blocks)))
+        return None
 
 
 # ---- results -------------------------------------------------------------------------

@@ -56,9 +56,10 @@ class LoadInfo:
 
 class Sandbox:
     def __init__(self, impl: str | Path, *, aliases: dict[str, str] | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB):
+                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB, trusted: list[str] = ()):
         self.impl = str(Path(impl).resolve())
         self.aliases = dict(aliases or {})
+        self.trusted = list(trusted)  # building blocks replaced by `under_test.trusted`'s (root-cause re-runs)
         self.timeout = timeout
         self.memory_mb = memory_mb
         self.process: subprocess.Popen | None = None
@@ -83,7 +84,8 @@ class Sandbox:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "under_test.worker", self.impl,
-             "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb)],
+             "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb),
+             "--trusted", json.dumps(self.trusted)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
             cwd=tempfile.gettempdir(), start_new_session=True,
         )

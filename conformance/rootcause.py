@@ -1,0 +1,80 @@
+"""Blame the root cause: a composite that is right apart from a building block it uses.
+
+A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction)
+that fails is graded again in a fresh sandbox worker where the submission's own building
+blocks (`areas.BUILDING_BLOCKS`, those it defines itself) are replaced by trusted ones. If it
+passes then, the composite is right: the check passes with an advisory naming the block
+whose bug it inherits and that block's area, where the bug is charged. When several blocks
+are replaced, each is then tried alone to name the one(s) that matter.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
+from under_test.wire import WireError
+
+from .areas import BUILDING_BLOCKS, COMPOSITE_AREAS
+
+
+def own_blocks(item: pytest.Item) -> list[str]:
+    """The building blocks the submission defines itself (course-given and torch's are trusted already)."""
+    program = item._request.getfixturevalue("program")
+    aliases = item._request.getfixturevalue("aliases")
+    return [name for name in BUILDING_BLOCKS if program.status(name, aliases) == "defined"]
+
+
+def eligible(item: pytest.Item, error: BaseException) -> bool:
+    """A composite's check that failed on the submission's behaviour (not a hang or a harness error)."""
+    marker = item.get_closest_marker("area")
+    if marker is None or marker.args[0] not in COMPOSITE_AREAS or "sandbox" not in getattr(item, "funcargs", {}):
+        return False
+    return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception)) \
+        and not isinstance(error, WorkerDied)
+
+
+def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
+    """Run the check again, its sandbox a fresh worker with `trusted` blocks lent; does it pass?"""
+    own: Sandbox = item.funcargs["sandbox"]
+    box = Sandbox(own.impl, aliases=own.aliases, timeout=own.timeout, memory_mb=own.memory_mb, trusted=trusted)
+    saved = list(item.user_properties)
+    item.funcargs["sandbox"] = box
+    try:
+        box.start()
+        item.runtest()
+        return True
+    except (Exception, WorkerDied):
+        return False
+    finally:
+        item.funcargs["sandbox"] = own
+        item.user_properties[:] = saved
+        box.stop()
+
+
+def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
+    """The building blocks whose replacement makes the failed check pass (empty: the composite is at fault).
+
+    All the submission's blocks are replaced first; then one at a time, starting with those whose own
+    area has already failed (`failed_areas`), the first that suffices alone is named. When none does
+    alone, the suspects (blocks of failed areas, or else all) are named together.
+    """
+    blocks = own_blocks(item)
+    if not blocks or not passes_with(item, blocks):
+        return []
+    if len(blocks) == 1:
+        return blocks
+    suspects = [name for name in blocks if BUILDING_BLOCKS[name] in failed_areas]
+    for name in suspects + [name for name in blocks if name not in suspects]:
+        if passes_with(item, [name]):
+            return [name]
+    return suspects or blocks
+
+
+def advisory(item: pytest.Item, blocks: list[str]) -> str:
+    names = [n for m in item.iter_markers("requires") for n in m.args]
+    subject = names[0] if names else item.get_closest_marker("area").args[0]
+    inherited = " and ".join(f"{name}'s (see the {BUILDING_BLOCKS[name]} area)" for name in blocks)
+    trusted = " and ".join(blocks)
+    return (f"{item.name}: {subject} is right; it inherits the bug of {inherited}. With torch's {trusted} in place "
+            f"of yours, this check passes, so it is not charged here.")
