@@ -194,9 +194,12 @@ class Sandbox:
         return handle
 
     def call(self, target: str | Handle, *args, trace: bool = False, seed: int = 0, no_grad: bool = False,
-             **kwargs):
-        """Call a function or module; with `trace=True` returns (value, set of ATen ops)."""
-        reply = self.request("call", target, args, kwargs, trace=trace, seed=seed, no_grad=no_grad)
+             limit: float | None = None, **kwargs):
+        """Call a function or module; with `trace=True` returns (value, set of ATen ops).
+
+        `limit` replaces the probe's wall-time limit for this call (a forward the harness knows is long).
+        """
+        reply = self.request("call", target, args, kwargs, trace=trace, seed=seed, no_grad=no_grad, timeout=limit)
         if trace:
             return reply["value"], set(reply["ops"])
         return reply["value"]
