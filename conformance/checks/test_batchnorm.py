@@ -128,9 +128,15 @@ class Oracle:
 BIASED_NOTE = "running_var is updated with the biased batch variance (ARENA convention); PyTorch uses the unbiased one"
 
 
-def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, modes, xs):
-    """Run train/eval steps on the submission, then judge them against either convention's oracle."""
-    handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
+def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, modes, xs, omit_defaults=False):
+    """Run train/eval steps on the submission, then judge them against either convention's oracle.
+
+    With `omit_defaults`, the submission is built as BatchNorm2d(channels): eps and momentum must be the defaults.
+    """
+    if omit_defaults:
+        handle = sandbox.construct("BatchNorm2d", channels)
+    else:
+        handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
     if dtype == "float64":
         sandbox.method(handle, "double")
     outputs = []
@@ -175,6 +181,20 @@ def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise,
     """After k train steps the running buffers match nn.BatchNorm2d's; num_batches_tracked == k."""
     xs = data.draw(batches(channels, dtype, n=steps), label="batches")
     check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, [True] * steps, xs)
+
+
+@given(data=st.data(), channels=st.integers(1, 3), steps=st.integers(1, 3), dtype=st.sampled_from(list(DTYPES)))
+def test_batchnorm_defaults_are_eps_1e5_momentum_01(sandbox, strict, advise, data, channels, steps, dtype):
+    """BatchNorm2d(num_features) with eps and momentum omitted means eps=1e-05, momentum=0.1 (torch's defaults)."""
+    xs = data.draw(batches(channels, dtype, n=steps + 1), label="batches")
+    try:
+        check_sequence(sandbox, strict, advise, channels, 1e-5, 0.1, dtype, [True] * steps + [False], xs,
+                       omit_defaults=True)
+    except AssertionError as error:
+        error.add_note(f"BatchNorm2d({channels}) was built with eps and momentum omitted: the signature is "
+                       "BatchNorm2d(num_features, eps=1e-05, momentum=0.1), and the defaults are part of the API "
+                       "(a ResNet writes BatchNorm2d(64))")
+        raise
 
 
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=st.integers(0, 2**16),
