@@ -6,7 +6,6 @@ rule for ResNet34) that the exercises build on.
 """
 
 import math
-import numbers
 
 import torch as t
 import torch.nn as nn
@@ -19,16 +18,16 @@ Pair = tuple[int, int]
 def force_pair(v: IntOrPair) -> Pair:
     """Turn a size argument into a ``(height, width)`` pair of Python ints.
 
-    An integer ``v`` (including numpy integers) becomes ``(v, v)``; a tuple or
-    list of length 2 is converted element-wise. Anything else raises
-    ``ValueError``.
+    An ``int`` ``v`` becomes ``(v, v)``; a tuple of length 2 is converted element-wise
+    (its elements may be numpy integers). Anything else raises ``ValueError``, a bare
+    numpy integer included, exactly as the course's own ``force_pair`` does.
     """
-    if isinstance(v, numbers.Integral):
-        return (int(v), int(v))
-    if isinstance(v, (tuple, list)):
+    if isinstance(v, tuple):
         if len(v) != 2:
             raise ValueError(f"expected a pair of ints, got {len(v)} values: {v!r}")
         return (int(v[0]), int(v[1]))
+    if isinstance(v, int):
+        return (v, v)
     raise ValueError(f"expected an int or a pair of ints, got {v!r}")
 
 
