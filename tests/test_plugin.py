@@ -1,0 +1,60 @@
+"""The plugin's own judgements: harness errors are never the learner's; composites are told the root cause."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from corpus import ROOT, grade, load_bugs
+
+BUGS = {bug.id: bug for bug in load_bugs()}
+
+
+def test_an_exception_in_the_harness_is_a_harness_error_not_a_failure(tmp_path):
+    checks = tmp_path / "test_fake_area.py"
+    checks.write_text(textwrap.dedent("""
+        from conformance.areas import area, requires
+        from conformance.compare import fail
+
+        pytestmark = [area("pooling"), requires("AveragePool")]
+
+        def test_harness_bug(sandbox):
+            return undefined_in_the_harness  # noqa: F821 - the point of this test
+
+        def test_learner_bug(sandbox):
+            fail("the values differ")
+    """))
+    results = tmp_path / "results.json"
+    run = subprocess.run([sys.executable, "-m", "pytest", str(checks), "--impl", str(ROOT / "reference"),
+                          "--results-json", str(results), "-p", "no:cacheprovider", "-q"],
+                         capture_output=True, text=True, cwd=tmp_path)
+    data = json.loads(results.read_text())
+    outcomes = {t["name"]: t for t in data["tests"] if t["tags"][0] == "pooling"}
+    harness, learner = outcomes["pooling: test_harness_bug"], outcomes["pooling: test_learner_bug"]
+    assert harness["outcome"] == "error" and harness["max_score"] == 0 and "NameError" in harness["output"]
+    assert learner["outcome"] == "failed" and learner["max_score"] == 6
+    assert data["harness_errors"] == ["pooling: test_harness_bug"]
+    assert "HARNESS ERROR in" in run.stderr + run.stdout
+
+
+CASCADES = [  # (bug in a building block, composite check that uses the block, the block named)
+    ("bn-unbiased-normalisation", "residual", "test_residual_forward_train_matches_torchvision", "BatchNorm2d"),
+    ("linear-extra-repr-typo", "resnet34", "test_resnet34_repr", "Linear"),
+]
+
+
+@pytest.mark.parametrize("bug_id, area, check, block", CASCADES, ids=[c[0] for c in CASCADES])
+def test_a_composite_is_told_which_block_it_inherits_a_bug_from(bug_id, area, check, block, tmp_path):
+    bug = BUGS[bug_id]
+    data = grade(bug.write(tmp_path), [area], tmp_path, "-k", check, fork=True)
+    (test,) = [t for t in data["tests"] if t["name"].split(": ", 1)[-1] == check]
+    assert test["outcome"] == "passed", test["output"]
+    advice = [a for a in data["advisories"] if "inherits" in a]
+    assert advice and block in advice[0] and f"see the {bug.area} area" in advice[0], data["advisories"]
+    (tmp_path / "own").mkdir()
+    own = grade(bug.write(tmp_path / "own"), [bug.area], tmp_path / "own", "-k", " or ".join(bug.checks), fork=True)
+    assert own["areas"][bug.area]["status"] == "failed"  # charged to the block's own area
