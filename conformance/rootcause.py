@@ -1,8 +1,9 @@
 """Blame the root cause: a composite that is right apart from a building block it uses.
 
-A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction)
-that fails is graded again in a fresh sandbox worker where the submission's own building
-blocks (`areas.BUILDING_BLOCKS`, those it defines itself) are replaced by trusted ones. If it
+A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction;
+a Conv2d or MaxPool2d built on the learner's own conv2d / maxpool2d) that fails is graded
+again in a fresh sandbox worker where the submission's own building blocks
+(`areas.COMPOSITES`, those it defines itself) are replaced by trusted ones. If it
 passes then, the composite is right: the check passes with an advisory naming the block
 whose bug it inherits and that block's area, where the bug is charged. When several blocks
 are replaced, each is then tried alone to name the one(s) that matter.
@@ -15,20 +16,25 @@ import pytest
 from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
 from under_test.wire import WireError
 
-from .areas import BUILDING_BLOCKS, COMPOSITE_AREAS
+from .areas import BUILDING_BLOCKS, COMPOSITES
+
+
+def area_of(item: pytest.Item) -> str:
+    return item.get_closest_marker("area").args[0]
 
 
 def own_blocks(item: pytest.Item) -> list[str]:
-    """The building blocks the submission defines itself (course-given and torch's are trusted already)."""
+    """The blocks the check's composite may use that the submission defines itself (course-given and torch's
+    are trusted already)."""
     program = item._request.getfixturevalue("program")
     aliases = item._request.getfixturevalue("aliases")
-    return [name for name in BUILDING_BLOCKS if program.status(name, aliases) == "defined"]
+    return [name for name in COMPOSITES[area_of(item)] if program.status(name, aliases) == "defined"]
 
 
 def eligible(item: pytest.Item, error: BaseException) -> bool:
     """A composite's check that failed on the submission's behaviour (not a hang or a harness error)."""
     marker = item.get_closest_marker("area")
-    if marker is None or marker.args[0] not in COMPOSITE_AREAS or "sandbox" not in getattr(item, "funcargs", {}):
+    if marker is None or marker.args[0] not in COMPOSITES or "sandbox" not in getattr(item, "funcargs", {}):
         return False
     return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception)) \
         and not isinstance(error, WorkerDied)
@@ -73,7 +79,7 @@ def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
 
 def advisory(item: pytest.Item, blocks: list[str]) -> str:
     names = [n for m in item.iter_markers("requires") for n in m.args]
-    subject = names[0] if names else item.get_closest_marker("area").args[0]
+    subject = names[0] if names else area_of(item)
     inherited = " and ".join(f"{name}'s (see the {BUILDING_BLOCKS[name]} area)" for name in blocks)
     trusted = " and ".join(blocks)
     return (f"{item.name}: {subject} is right; it inherits the bug of {inherited}. With torch's {trusted} in place "
