@@ -1,0 +1,1 @@
+"""Bonus: as_strided and convolutions from scratch (see functional.py)."""
