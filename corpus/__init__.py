@@ -8,6 +8,7 @@ in `corpus/<area>.toml`:
     area = "modules"                      # the area that must fail
     checks = ["test_relu_leaves_input"]   # checks that must fail (substrings of check names)
     expect = "modifies its input in place"  # a phrase of the diagnosis the feedback must contain
+    # advisory = true                    # a defect of form only: the checks pass, an advisory says `expect`
     description = "ReLU clamps its input in place"
     base = "learner_submission.py"        # optional, the file under examples/ to patch
     [[bug.patch]]
@@ -42,6 +43,7 @@ class Bug:
     patches: tuple[tuple[str, str], ...]
     checks: tuple[str, ...] = ()
     expect: str = ""
+    advisory: bool = False  # a defect of form only (what a repr shows): advised on, never failed
     base: str = "learner_submission.py"
     extra: dict = field(default_factory=dict, compare=False, hash=False)
 
@@ -70,7 +72,8 @@ def load_bugs() -> list[Bug]:
             bug = Bug(
                 id=raw["id"], area=raw["area"], description=raw["description"],
                 patches=tuple((p["old"], p["new"]) for p in raw["patch"]),
-                checks=tuple(raw.get("checks", ())), expect=raw.get("expect", ""), base=raw.get("base", "learner_submission.py"),
+                checks=tuple(raw.get("checks", ())), expect=raw.get("expect", ""),
+                advisory=bool(raw.get("advisory", False)), base=raw.get("base", "learner_submission.py"),
             )
             if bug.area not in AREAS:
                 raise ValueError(f"{file.name}: bug {bug.id} names unknown area {bug.area!r}")
@@ -149,8 +152,10 @@ def main(argv: list[str]) -> int:
             if test["outcome"] == "failed":
                 print("  ---", test["name"], "\n  " + test["output"].replace("\n", "\n  ")[:1500])
         outputs = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
+        if bug.advisory:
+            outputs = data["advisories"]
         found = bool(bug.expect) and any(bug.expect in output for output in outputs)
         print(f"  expect {bug.expect!r}: {'found' if found else 'NOT FOUND'}")
-        if verdict != "failed" or not found:
+        if verdict != ("passed" if bug.advisory else "failed") or not found:
             status = 1
     return status
