@@ -126,6 +126,8 @@ class Oracle:
 
 
 BIASED_NOTE = "running_var is updated with the biased batch variance (ARENA convention); PyTorch uses the unbiased one"
+UNBIASED_NOTE = ("running_var is updated with the unbiased batch variance (PyTorch convention); ARENA's reference uses "
+                 "the biased one")
 
 
 def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, modes, xs, omit_defaults=False):
@@ -149,6 +151,13 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
             fail(f"BatchNorm2d.{name} requires grad after a train step: update the running buffers under "
                  "torch.no_grad() (or from detached statistics), or every step grows an autograd graph")
     steps = ["train" if m else "eval" for m in modes]
+
+    def run_oracle(unbiased: bool) -> Oracle:
+        oracle = Oracle(channels, eps, momentum, dtype, unbiased)
+        for train, x in zip(modes, xs):
+            oracle(x.build(), train)
+        return oracle
+
     errors = []
     for unbiased in (True, False):
         oracle = Oracle(channels, eps, momentum, dtype, unbiased)
@@ -167,6 +176,8 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
             if strict:
                 fail(f"{BIASED_NOTE}. --strict requires PyTorch's convention: update with var * n / (n - 1)")
             advise(BIASED_NOTE)
+        elif not torch.allclose(oracle.module.running_var, run_oracle(False).module.running_var):
+            advise(UNBIASED_NOTE)  # both conventions are accepted; say which one was seen (where they differ)
         break
     else:
         raise errors[0]
