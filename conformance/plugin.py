@@ -174,7 +174,8 @@ class Advise:
         self.node = node
 
     def __call__(self, text: str) -> None:
-        self.node.user_properties.append(("advisory", text))
+        if ("advisory", text) not in self.node.user_properties:  # once per check, however many examples say it
+            self.node.user_properties.append(("advisory", text))
 
     def __repr__(self) -> str:
         return "advise"

@@ -74,10 +74,17 @@ def shown_numbers(text: str) -> list[str]:
     return re.findall(r"(?<![\w.])\d+(?![\w.])", text.partition("(")[2])
 
 
-def advise_on_repr(advise, text: str, what: str, arguments: dict[str, object], example: str) -> None:
-    """An advisory, never a failure, when the repr does not show the constructor's arguments."""
+def advise_on_repr(advise, text: str, what: str, arguments: dict[str, int], fields: tuple[str, ...] = ()) -> None:
+    """An advisory, never a failure, when the repr does not show the constructor's arguments.
+
+    `arguments` are the whole-number arguments looked for; `fields` what the suggested extra_repr
+    shows (default: the arguments). The text names the class and the arguments, never one example's
+    values, so that a class gets one advisory however many examples show it.
+    """
     shown = shown_numbers(text)
-    absent = [f"{name}={value}" for name, value in arguments.items() if str(value) not in shown]
+    absent = [name for name, value in arguments.items() if str(value) not in shown]
     if absent:
-        advise(f"repr({what}) is {text!r}, which does not show {', '.join(absent)}; an extra_repr returning "
-               f"(not printing) e.g. {example!r} makes print(model) informative")
+        cls = what.partition("(")[0]
+        example = ", ".join(f"{name}={{self.{name}}}" for name in fields or arguments)
+        advise(f"{cls}'s repr does not show {', '.join(absent)}; an extra_repr returning (not printing) f\"{example}\" makes print(model) "
+               "informative")

@@ -195,16 +195,22 @@ def head_problems(model: Model, n_classes: int, what: str) -> str:
     return ""
 
 
+def identical(name: str, a: torch.Tensor, b: torch.Tensor) -> bool:
+    """Bit-identical values of the same dtype; a num_batches_tracked counter's dtype is the learner's choice."""
+    if name.rpartition(".")[2] == "num_batches_tracked":
+        return a.shape == b.shape and torch.equal(a.to(torch.float64), b.to(torch.float64))
+    return a.dtype == b.dtype and torch.equal(a, b)
+
+
 def pretrained_mismatches(entries: list[Entry], kinds: tuple[str, ...]) -> list[str]:
     """Backbone entries of these kinds that are not bit-identical to the pretrained values."""
     expected = pretrained_entries()
     return [e.name for e, (_, value) in zip(entries, expected)
-            if e.kind in kinds and not (e.tensor.dtype == value.dtype and torch.equal(e.tensor, value))]
+            if e.kind in kinds and not identical(e.name, e.tensor, value)]
 
 
 def changed(before: list[Entry], after: list[Entry], kinds: tuple[str, ...]) -> list[str]:
-    return [b.name for b, a in zip(before, after)
-            if b.kind in kinds and not (a.tensor.dtype == b.tensor.dtype and torch.equal(a.tensor, b.tensor))]
+    return [b.name for b, a in zip(before, after) if b.kind in kinds and not identical(b.name, a.tensor, b.tensor)]
 
 
 def names(items: list[str], limit: int = 3) -> str:

@@ -260,8 +260,7 @@ def test_linear_repr(sandbox, advise, features, bias):
     n_in, n_out = features
     what = f"Linear({n_in}, {n_out}, bias={bias})"
     text = printable(sandbox, sandbox.construct("Linear", n_in, n_out, bias), what)
-    advise_on_repr(advise, text, what, {"in_features": n_in, "out_features": n_out},
-                   f"in_features={n_in}, out_features={n_out}, bias={bias}")
+    advise_on_repr(advise, text, what, {"in_features": n_in, "out_features": n_out})
 
 
 # ---- Flatten ---------------------------------------------------------------------------

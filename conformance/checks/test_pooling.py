@@ -126,7 +126,7 @@ def test_maxpool_repr_shows_arguments(sandbox, advise):
     args = dict(kernel_size=5, stride=3, padding=2)
     what = "MaxPool2d(kernel_size=5, stride=3, padding=2)"
     text = printable(sandbox, sandbox.construct("MaxPool2d", **args), what)
-    advise_on_repr(advise, text, what, args, "kernel_size=5, stride=3, padding=2")
+    advise_on_repr(advise, text, what, args)
 
 
 @requires("AveragePool")
