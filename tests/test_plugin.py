@@ -9,7 +9,7 @@ import textwrap
 
 import pytest
 
-from corpus import ROOT, grade, load_bugs
+from corpus import ROOT, Bug, grade, load_bugs
 
 BUGS = {bug.id: bug for bug in load_bugs()}
 
@@ -58,3 +58,18 @@ def test_a_composite_is_told_which_block_it_inherits_a_bug_from(bug_id, area, ch
     (tmp_path / "own").mkdir()
     own = grade(bug.write(tmp_path / "own"), [bug.area], tmp_path / "own", "-k", " or ".join(bug.checks), fork=True)
     assert own["areas"][bug.area]["status"] == "failed"  # charged to the block's own area
+
+
+def test_slow_but_correct_resnet_passes_the_snapshot_comparison_at_the_size_it_affords(tmp_path):
+    """A correct ResNet34 far too slow for 224 px photos within the probe limit: compared at 64 px, advised."""
+    slow = Bug("slow-but-correct", "weight_copy", "a correct ResNet34 whose forward takes 0.1 ms per input pixel",
+               (('''        x = self.in_layers(x)
+''', '''        import time
+        time.sleep(1e-4 * x.shape[0] * x.shape[-2] * x.shape[-1])  # as slow as a loop-heavy own conv2d
+        x = self.in_layers(x)
+'''),))
+    data = grade(slow.write(tmp_path), ["weight_copy"], tmp_path, "-k", "test_weight_copy_pretrained_logits_match_snapshot",
+                 profile="conformance", fork=True)
+    (test,) = [t for t in data["tests"] if t["name"].endswith("test_weight_copy_pretrained_logits_match_snapshot")]
+    assert test["outcome"] == "passed", test["output"]
+    assert any("compared at 64x64 only" in a for a in data["advisories"]), data["advisories"]
