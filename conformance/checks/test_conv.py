@@ -22,6 +22,7 @@ from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, output_size, tensor_of
 from conformance.probing import advise_on_repr, describe_state, printable, state_entries, state_tensors
 from conformance.strategies import DTYPES, make_tensor, tensors
+from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("conv"), requires("Conv2d")]
 
@@ -173,7 +174,13 @@ def test_conv2d_positional_and_keyword_construction(sandbox, data, in_channels, 
         handle = build(sandbox, args, "float32", seed, positional=positional)
         how = (f" constructed positionally as Conv2d({in_channels}, {out_channels}, {kernel}, {stride}, {padding})"
                if positional else " constructed by keyword")
-        check_forward(sandbox, handle, args, x, how)
+        try:
+            check_forward(sandbox, handle, args, x, how)
+        except (AssertionError, SubmissionRaised) as error:
+            if positional:
+                error.add_note("Called positionally, Conv2d takes its arguments in the course's order: in_channels, "
+                               "out_channels, kernel_size, stride=1, padding=0 (a ResNet writes Conv2d(64, 64, 3, 1, 1))")
+            raise
 
 
 @given(data=st.data(), in_channels=st.integers(1, 3), out_channels=st.integers(1, 3), kernel=st.integers(1, 5),
