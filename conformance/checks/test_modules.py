@@ -307,10 +307,16 @@ def test_flatten_values(sandbox, data, call):
     x = data.draw(shapes(call.ndim, call.ndim).flatmap(tensors), label="x")
     handle = sandbox.construct("Flatten", *call.args, **call.kwargs)
     inp = x.build()
-    got = sandbox.call(handle, inp)
+    hint = ("dims start_dim..end_dim, both inclusive, become one; a negative dim counts from the end "
+            "(-1 is the last: normalise with end_dim % x.ndim); use reshape, not view, so non-contiguous inputs "
+            "work too")
+    try:
+        got = sandbox.call(handle, inp)
+    except SubmissionRaised as error:
+        error.add_note(f"{call} on x of shape {x.shape} ({x.layout} layout) raised. Flatten's {hint}")
+        raise
     assert_close(got, torch.flatten(inp, call.start, call.end), f"{call} on x of shape {x.shape} ({x.layout})",
-                 hint="dims start_dim..end_dim, both inclusive, become one; a negative dim counts from the end "
-                      "(-1 is the last); use reshape, not view, so non-contiguous inputs work too")
+                 hint=hint)
 
 
 @requires("Flatten")

@@ -26,6 +26,7 @@ from hypothesis import strategies as st
 from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.strategies import DTYPES, IntOrPair, half_integers, int_or_pair, passed_as, tensors
+from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("strided")]
 
@@ -242,8 +243,16 @@ def conv2d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_
     return x, weights, stride, padding
 
 
+PAIR_HINT = ("an int-or-pair argument is an int (the same on both axes) or a tuple (h, w): turn it into a pair with "
+             "force_pair before unpacking it")
+
+
 def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, hint):
-    got = sandbox.call("conv2d", x, weights, stride=stride.passed, padding=padding.passed)
+    try:
+        got = sandbox.call("conv2d", x, weights, stride=stride.passed, padding=padding.passed)
+    except SubmissionRaised as error:
+        error.add_note(f"conv2d was called with stride={stride!r}, padding={padding!r}: {PAIR_HINT}")
+        raise
     formulas = [axis_formula(name, x.shape[2 + a], weights.shape[2 + a], stride.pair[a], padding.pair[a])
                 for a, name in enumerate("hw")]
     checked_output(got, F.conv2d(x, weights, stride=stride.pair, padding=padding.pair),
@@ -300,7 +309,12 @@ def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddin
 def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, hint,
                     omit_stride=False):
     kwargs = {} if omit_stride else {"stride": None if stride is None else stride.passed}
-    got = sandbox.call("maxpool2d", x, kernel.passed, padding=padding.passed, **kwargs)
+    try:
+        got = sandbox.call("maxpool2d", x, kernel.passed, padding=padding.passed, **kwargs)
+    except SubmissionRaised as error:
+        error.add_note(f"maxpool2d was called with kernel_size={kernel!r}, padding={padding!r}"
+                       + ("" if omit_stride else f", stride={stride!r}") + f": {PAIR_HINT}")
+        raise
     step = kernel.pair if stride is None else stride.pair
     formulas = [axis_formula(name, x.shape[2 + a], kernel.pair[a], step[a], padding.pair[a])
                 for a, name in enumerate("hw")]
