@@ -275,10 +275,18 @@ def is_harness_error(call: pytest.CallInfo) -> bool:
     """
     if call.excinfo is None:
         return False
-    error = call.excinfo.value
-    learner = (AssertionError, SubmissionRaised, WorkerDied, WireError, pytest.fail.Exception, pytest.skip.Exception,
-               hypothesis.errors.Flaky)
-    return not isinstance(error, learner)
+    return not is_learner_outcome(call.excinfo.value)
+
+
+LEARNER_OUTCOMES = (AssertionError, SubmissionRaised, WorkerDied, WireError, pytest.fail.Exception,
+                    pytest.skip.Exception, hypothesis.errors.Flaky)
+
+
+def is_learner_outcome(error: BaseException) -> bool:
+    """A failure the submission caused; a group of them (Hypothesis found several distinct ones) is one too."""
+    if isinstance(error, BaseExceptionGroup):
+        return all(is_learner_outcome(inner) for inner in error.exceptions)
+    return isinstance(error, LEARNER_OUTCOMES)
 
 
 def _harness_error_text(item: pytest.Item, call: pytest.CallInfo) -> str:
@@ -286,10 +294,10 @@ def _harness_error_text(item: pytest.Item, call: pytest.CallInfo) -> str:
             f"nothing about the submission.\n{call.excinfo.getrepr(style='short')}")
 
 
-def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
-    if call.excinfo is None:
-        return "failed"
-    error = call.excinfo.value
+def _error_text(error: BaseException) -> str:
+    """What the learner reads for one failure (each of a group's, when Hypothesis found several)."""
+    if isinstance(error, BaseExceptionGroup):
+        return "\n\n".join(_error_text(inner) for inner in error.exceptions)
     if isinstance(error, SubmissionRaised):
         text = f"the submission raised {error.type_name}: {error.message}\n{error.traceback}".rstrip()
     elif isinstance(error, (CheckFailure, WorkerDied)):
@@ -303,6 +311,13 @@ def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
     notes = [n for n in getattr(error, "__notes__", []) if n.strip()]
     if notes:
         text += "\n\n" + "\n".join(notes)
+    return text
+
+
+def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
+    if call.excinfo is None:
+        return "failed"
+    text = _error_text(call.excinfo.value)
     impl = item.config.getoption("impl")
     entry = _entry(item, "failed", "")
     header = f"[area {entry['area']}" + (f", rubric item {', '.join(entry['items'])}" if entry["items"] else "") + "]"

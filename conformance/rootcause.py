@@ -36,6 +36,8 @@ def eligible(item: pytest.Item, error: BaseException) -> bool:
     marker = item.get_closest_marker("area")
     if marker is None or marker.args[0] not in COMPOSITES or "sandbox" not in getattr(item, "funcargs", {}):
         return False
+    if isinstance(error, BaseExceptionGroup):  # Hypothesis found several distinct failures
+        return all(eligible(item, inner) for inner in error.exceptions)
     return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception)) \
         and not isinstance(error, WorkerDied)
 
