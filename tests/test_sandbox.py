@@ -122,3 +122,14 @@ def test_the_harness_never_unpickles_objects():
 def test_missing_submission_is_a_clear_worker_error(tmp_path):
     with pytest.raises(WorkerDied, match="no such file"):
         Sandbox(tmp_path / "absent.py").start()
+
+
+def test_the_worker_hides_gpus_so_the_machine_does_not_change_the_grade(write):
+    path = write("gpu.py", """
+        import os
+        def where():
+            import torch
+            return [torch.cuda.is_available(), os.environ.get("CUDA_VISIBLE_DEVICES")]
+    """)
+    with Sandbox(path) as box:
+        assert box.call("where") == [False, ""]
