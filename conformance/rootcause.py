@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
+from under_test.sandbox import Sandbox, SubmissionRaised
 from under_test.wire import WireError
 
 from .areas import BUILDING_BLOCKS, COMPOSITES
@@ -38,8 +38,7 @@ def eligible(item: pytest.Item, error: BaseException) -> bool:
         return False
     if isinstance(error, BaseExceptionGroup):  # Hypothesis found several distinct failures
         return all(eligible(item, inner) for inner in error.exceptions)
-    return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception)) \
-        and not isinstance(error, WorkerDied)
+    return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception))  # not WorkerDied
 
 
 def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
