@@ -12,6 +12,7 @@ import argparse
 import csv
 import json
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,7 +21,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from under_test.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+from under_test.sandbox import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, GRADE_MARK, kill_marked
 from under_test.source import SubmissionError, read_submission, submission_name
 
 from . import report
@@ -67,13 +68,16 @@ def _common(parser: argparse.ArgumentParser) -> None:
                         help=f"wall time of one call into the submission (default {DEFAULT_TIMEOUT:g})")
     parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
                         help=f"memory cap of the submission's worker (default {DEFAULT_MEMORY_MB})")
+    parser.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, metavar="SECONDS",
+                        help="wall time of one top-level definition while loading the submission "
+                             f"(default {DEFAULT_LOAD_TIMEOUT:g})")
 
 
 def _pytest_command(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
     command = [sys.executable, "-m", "pytest", "--pyargs", "conformance.checks", "--impl", str(impl),
                "-c", str(ini), "--rootdir", str(ini.parent), "-p", "no:cacheprovider",
                f"--hypothesis-profile={options.profile}", f"--probe-timeout={options.probe_timeout}",
-               f"--memory-mb={options.memory_mb}"]
+               f"--memory-mb={options.memory_mb}", f"--load-timeout={options.load_timeout}"]
     command += ["--strict-conventions"] if options.strict else []
     command += [f"--alias={pair}" for pair in options.alias]
     return command
@@ -88,10 +92,12 @@ def _isolated_ini(directory: Path) -> Path:
 
 def _check(options: argparse.Namespace, extra: list[str]) -> int:
     try:
-        read_submission(options.path)
+        source = read_submission(options.path)
     except SubmissionError as error:
         print(f"conformance: {error}", file=sys.stderr)
         return 2
+    for problem in source.problems:
+        print(f"conformance: {problem}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
         command = _pytest_command(Path(options.path).resolve(), options, _isolated_ini(Path(tmp)))
         command += [f"--area={a}" for a in options.area] + extra
@@ -111,10 +117,8 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     names: set[str] = set()
     for raw in options.paths:
         path = Path(raw)
-        try:
-            read_submission(path)
-        except SubmissionError as error:
-            unreadable.append(str(error))
+        if not path.exists():  # anything that exists is a submission, however broken (it is graded 0 and told why)
+            unreadable.append(f"{path}: no such file or directory")
             continue
         name = submission_name(path.resolve())
         unique, n = name, 2
@@ -141,36 +145,38 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
     results_path.unlink(missing_ok=True)
     error = ""
     started = time.monotonic()
+    mark = secrets.token_hex(8)
     with tempfile.TemporaryDirectory() as tmp:
         checks_path = Path(tmp) / "checks.json"
         command = _pytest_command(path, options, _isolated_ini(Path(tmp))) + \
             ["--checks-json", str(checks_path), "-q", "-p", "no:randomly"]
         with open(directory / "log.txt", "w") as log:
             process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-                                       start_new_session=True, env=dict(os.environ, PYTHONHASHSEED="0"))
+                                       start_new_session=True,
+                                       env=dict(os.environ, PYTHONHASHSEED="0", **{GRADE_MARK: mark}))
             try:
                 process.wait(timeout=options.timeout)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
                 error = f"grading stopped after the {options.timeout:g} s time limit"
+            finally:
+                try:
+                    os.killpg(process.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                process.wait()
+                kill_marked(mark, GRADE_MARK)  # the harness's own processes and anything the submission left running
         try:
-            entries = json.loads(checks_path.read_text())
-        except (OSError, ValueError):
-            entries = []
+            checks = json.loads(checks_path.read_text())
+            entries, load = checks["entries"], checks["load"]
+        except (OSError, ValueError, KeyError, TypeError):
+            entries, load = [], None
             error = error or f"the harness produced no results (see {directory / 'log.txt'})"
-    data = report.build(entries, impl=str(path), strict=options.strict, final=True)
+    data = report.build(entries, impl=str(path), strict=options.strict, final=True, load=load)
     data["execution_time"] = round(time.monotonic() - started, 1)
     if error:
-        data["output"] = error
+        data["output"] = "\n".join(filter(None, [error, data["output"]]))
     results_path.write_text(json.dumps(data, indent=2))
-    try:
-        from under_test.loader import extract
-
-        notes = extract(path).notes
-    except SubmissionError:
-        notes = []
-    (directory / "feedback.md").write_text(report.feedback(data, name, notes))
+    (directory / "feedback.md").write_text(report.feedback(data, name))
     return {
         "name": name, "path": str(path), "score": data["score"], "max_score": data["max_score"],
         "gate": data["rubric"]["gate"], "items_passed": data["rubric"]["items_passed"],

@@ -17,7 +17,8 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from under_test.loader import Program, extract
-from under_test.sandbox import DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox, SubmissionRaised, WorkerDied
+from under_test.sandbox import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
+                                SubmissionRaised, WorkerDied)
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
@@ -59,6 +60,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"wall-time limit of one call into the submission (default {DEFAULT_TIMEOUT:g})")
     group.addoption("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
                     help=f"memory the submission's worker may use (default {DEFAULT_MEMORY_MB})")
+    group.addoption("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, metavar="SECONDS",
+                    help=f"wall-time limit of one top-level definition while loading (default {DEFAULT_LOAD_TIMEOUT:g})")
     group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
                     help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
     group.addoption("--results-json", metavar="PATH", help="write the graded results (CONTRACT section 5) here")
@@ -86,9 +89,11 @@ def pytest_configure(config: pytest.Config) -> None:
         if config.getoption("hypothesis_profile", None) is None:
             settings.load_profile("conformance")
     config.stash[_RESULTS] = {}
+    config.stash[_LOAD] = {"notes": [], "failed": {}}
 
 
 _RESULTS = pytest.StashKey[dict]()
+_LOAD = pytest.StashKey[dict]()  # what loading the submission said: notes (read problems, skipped imports), failures
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -140,9 +145,12 @@ def _entry(item: pytest.Item, outcome: str, output: str) -> dict:
 @pytest.fixture(scope="session")
 def program(pytestconfig: pytest.Config) -> Program:
     try:
-        return extract(pytestconfig.getoption("impl"))
+        program_ = extract(pytestconfig.getoption("impl"))
     except SubmissionError as error:
         raise pytest.UsageError(str(error)) from error
+    load = pytestconfig.stash[_LOAD]
+    load["notes"].extend(note for note in program_.notes if note not in load["notes"])
+    return program_
 
 
 @pytest.fixture(scope="session")
@@ -153,13 +161,29 @@ def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def sandbox(pytestconfig: pytest.Config, program: Program, aliases: dict[str, str]):
     box = Sandbox(pytestconfig.getoption("impl"), aliases=aliases,
-                  timeout=pytestconfig.getoption("probe_timeout"), memory_mb=pytestconfig.getoption("memory_mb"))
+                  timeout=pytestconfig.getoption("probe_timeout"), memory_mb=pytestconfig.getoption("memory_mb"),
+                  load_timeout=pytestconfig.getoption("load_timeout"))
+    load = pytestconfig.stash[_LOAD]
     try:
-        box.start()
-    except WorkerDied:
-        pass  # each check reports it (the worker is started again on first use)
+        if program.definitions:
+            box.start()
+    except WorkerDied as died:
+        load["notes"].append(f"the worker could not start: {died}")  # each check reports it too
+    load["failed"].update(box.load_info.failed)
+    load["notes"].extend(note for note in box.load_info.notes if note not in load["notes"])
+    load["notes"].extend(refused(box.take_blocked()))
+    _write(pytestconfig)
     yield box
     box.stop()
+
+
+def refused(attempts: list[str]) -> list[str]:
+    """How an attempt to reach the harness is reported (it was refused; the learner should know why)."""
+    if not attempts:
+        return []
+    return [f"the submission tried to reach the harness ({'; '.join(attempts[:5])}"
+            f"{'; ...' if len(attempts) > 5 else ''}) and was refused: submission code sees its own files, the "
+            "standard library and installed packages, never the harness's packages, answers or files"]
 
 
 @pytest.fixture(scope="session")
@@ -219,7 +243,10 @@ def _check_names(request: pytest.FixtureRequest):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """A composite's failed check is graded again with trusted building blocks (`conformance.rootcause`)."""
+    """A composite's failed check is graded again with trusted building blocks (`conformance.rootcause`).
+
+    Whatever the outcome, what the submission tried to reach of the harness during the check is reported.
+    """
     try:
         return (yield)
     except BaseException as error:
@@ -231,6 +258,10 @@ def pytest_runtest_call(item: pytest.Item):
             raise
         item.user_properties.append(("advisory", rootcause.advisory(item, blocks)))
         return None
+    finally:
+        box = getattr(item, "funcargs", {}).get("sandbox")
+        if isinstance(box, Sandbox):
+            item.user_properties.extend(("advisory", text) for text in refused(box.take_blocked()))
 
 
 # ---- results -------------------------------------------------------------------------
@@ -349,10 +380,11 @@ def _write(config: pytest.Config) -> None:
     if hasattr(config, "workerinput"):  # under xdist, only the controller writes
         return
     entries = list(config.stash[_RESULTS].values())
+    load = config.stash.get(_LOAD, None)
     documents = {
         "results_json": lambda: report.build(entries, impl=config.getoption("impl"),
-                                             strict=bool(config.getoption("conformance_strict"))),
-        "checks_json": lambda: entries,
+                                             strict=bool(config.getoption("conformance_strict")), load=load),
+        "checks_json": lambda: {"entries": entries, "load": load},
     }
     for option, document in documents.items():
         path = config.getoption(option, None)
@@ -367,7 +399,8 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     results = config.stash.get(_RESULTS, {})
     if not results or not config.getoption("impl"):
         return
-    data = report.build(list(results.values()), impl=config.getoption("impl"), strict=bool(config.getoption("conformance_strict")))
+    data = report.build(list(results.values()), impl=config.getoption("impl"),
+                        strict=bool(config.getoption("conformance_strict")), load=config.stash.get(_LOAD, None))
     terminalreporter.write_sep("=", "conformance")
     for line in report.summary_lines(data):
         terminalreporter.write_line(line)

@@ -15,10 +15,14 @@ UNGRADED = ("given", "error")  # outcomes that carry no points and decide nothin
 NOT_REACHED = "not reached: grading stopped before this check ran (time limit or crash of the harness)"
 
 
-def build(entries: list[dict], *, impl: str | None = None, strict: bool = False, final: bool = False) -> dict:
+def build(entries: list[dict], *, impl: str | None = None, strict: bool = False, final: bool = False,
+          load: dict | None = None) -> dict:
     """The results.json document for these check entries.
 
-    With `final=True`, checks still `pending` count as failed (grading stopped early).
+    With `final=True`, checks still `pending` count as failed (grading stopped early). `load` is what
+    reading and loading the submission said (`notes`: files that could not be read, cells skipped,
+    imports that failed, attempts to reach the harness; `failed`: names whose definition failed);
+    its notes are the document's top-level `output`, which Gradescope shows above the tests.
     """
     entries = [dict(e) for e in entries]
     for entry in entries:
@@ -43,7 +47,9 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
     gate = "pass" if len(passed) >= GATE_MIN_ITEMS and not must_fail else "fail"
     advisories = list(dict.fromkeys(a for e in entries for a in e.get("advisories", [])))
     harness_errors = [e["name"] for e in entries if e["outcome"] == "error"]
+    load = {"notes": list((load or {}).get("notes", [])), "failed": dict((load or {}).get("failed", {}))}
     return {
+        "output": "\n".join(load["notes"]),
         "score": round(sum(t["score"] for t in tests), 2),
         "max_score": round(sum(t["max_score"] for t in tests), 2),
         "tests": [_gradescope(t) for t in tests],
@@ -51,6 +57,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         "rubric": {"items": items, "items_passed": len(passed), "gate": gate, "must_pass_failed": must_fail},
         "advisories": advisories,
         "harness_errors": harness_errors,
+        "load": load,
         "impl": impl,
         "strict": strict,
         "complete": not any(e["outcome"] == "pending" for e in entries),
@@ -107,10 +114,14 @@ def summary_lines(data: dict) -> list[str]:
     return lines
 
 
-def feedback(data: dict, name: str, notes: list[str] = ()) -> str:
+def feedback(data: dict, name: str) -> str:
     """The human-readable feedback written beside results.json."""
     out = [f"# Feedback for {name}", ""]
     out.extend(summary_lines(data))
+    notes = data.get("load", {}).get("notes", [])
+    extra = [line for line in data.get("output", "").splitlines() if line and line not in notes]
+    if notes or extra:  # early: a learner whose file could not be read should see why before anything else
+        out += ["", "## Reading and loading your submission", ""] + [f"- {n}" for n in [*extra, *notes]]
     for title, wanted in (("Failed checks", "failed"), ("Not attempted (missing)", "missing"),
                           ("Harness errors (not charged; the harness's fault, please report them)", "error")):
         chosen = [t for t in data["tests"] if t["outcome"] == wanted]
@@ -121,6 +132,4 @@ def feedback(data: dict, name: str, notes: list[str] = ()) -> str:
     passed = [t["name"] for t in data["tests"] if t["outcome"] == "passed"]
     if passed:
         out += ["", "## Passed", ""] + [f"- {n}" for n in passed]
-    if notes:
-        out += ["", "## Loading notes", ""] + [f"- {n}" for n in notes]
     return "\n".join(out) + "\n"

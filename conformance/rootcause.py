@@ -44,7 +44,8 @@ def eligible(item: pytest.Item, error: BaseException) -> bool:
 def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
     """Run the check again, its sandbox a fresh worker with `trusted` blocks lent; does it pass?"""
     own: Sandbox = item.funcargs["sandbox"]
-    box = Sandbox(own.impl, aliases=own.aliases, timeout=own.timeout, memory_mb=own.memory_mb, trusted=trusted)
+    box = Sandbox(own.impl, aliases=own.aliases, timeout=own.timeout, memory_mb=own.memory_mb, trusted=trusted,
+                  load_timeout=own.load_timeout, skipped=own.skipped)
     saved = list(item.user_properties)
     item.funcargs["sandbox"] = box
     try:

@@ -7,8 +7,10 @@ definitions run in, and makes torchvision's pretrained ResNet34 load offline.
 from __future__ import annotations
 
 import functools
+import importlib.util
 import sys
 import types
+from pathlib import Path
 
 from .loader import GIVEN_NAMES
 
@@ -25,8 +27,7 @@ def base_namespace() -> dict:
     import torchvision
     from jaxtyping import Float, Int
 
-    import reference.given as given
-
+    given = course_given()
     namespace = {
         "__name__": MODULE_NAME,
         "__builtins__": __builtins__,
@@ -48,6 +49,24 @@ def base_namespace() -> dict:
     return namespace
 
 
+GIVEN_FILE = Path(__file__).resolve().parent.parent / "reference" / "given.py"
+
+
+def course_given() -> types.ModuleType:
+    """`reference/given.py` (the course's hand-outs) loaded on its own, as the module `__course__`.
+
+    Not through the `reference` package: that would put the reference solutions in the
+    worker's memory, where a submission could find them (`nn.Module.__subclasses__()`).
+    """
+    if "__course__" in sys.modules:
+        return sys.modules["__course__"]
+    spec = importlib.util.spec_from_file_location("__course__", GIVEN_FILE)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["__course__"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
 def submission_module() -> types.ModuleType:
     """A real module, registered in `sys.modules`, that the submission's definitions run in.
 
@@ -65,6 +84,8 @@ def install_offline_torchvision() -> None:
     import torchvision.models as models
     import torchvision.models.resnet as resnet
 
+    from fixtures.standin import pretrained_resnet34  # imported now: the harness is out of reach once loading starts
+
     original = resnet.resnet34
     if getattr(original, "_conformance_offline", False):
         return
@@ -75,8 +96,6 @@ def install_offline_torchvision() -> None:
             weights = "IMAGENET1K_V1"
         if weights is None:
             return original(weights=None, progress=progress, **kwargs)
-        from fixtures.standin import pretrained_resnet34
-
         return pretrained_resnet34(**kwargs)
 
     resnet34._conformance_offline = True  # type: ignore[attr-defined]

@@ -213,27 +213,41 @@ class LoadReport:
     notes: list[str] = field(default_factory=list)
 
 
-def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = None) -> LoadReport:
+def execute(program: Program, namespace: dict, aliases: dict[str, str] | None = None, *,
+            skip: dict[int, str] | None = None, progress=None) -> LoadReport:
     """Run the kept definitions into `namespace` (sandbox worker only).
 
     The last definition of a name wins. A definition that raises is recorded and
     retried once after the others (a directory's files may refer to each other), and
     only while no later definition of its names succeeded. An import that fails binds
     nothing, as in a notebook: a name an earlier cell defined keeps that definition.
+
+    `skip` maps the index of a definition that must not run (it hung or crashed the worker
+    on an earlier start) to why; its names fail with that reason. `progress(index)` is
+    called before each definition runs (the harness times each one).
     """
     report = LoadReport()
     _register_sources(program)
+    skip = skip or {}
     pending: list[tuple[int, Definition]] = []
     done_at: dict[str, int] = {}
+
+    def run(index: int, definition: Definition) -> str | None:
+        if index in skip:
+            return skip[index]
+        if progress is not None:
+            progress(index)
+        return _run(definition, namespace)
+
     for index, definition in enumerate(program.definitions):
-        if _run(definition, namespace) is None:
+        if run(index, definition) is None:
             done_at.update({name: index for name in definition.names})
         else:
             pending.append((index, definition))
     for index, definition in pending:
         if any(done_at.get(name, -1) > index for name in definition.names):
             continue
-        error = _run(definition, namespace)
+        error = run(index, definition)
         if error is None:
             done_at.update({name: index for name in definition.names})
             continue

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import os
 import pickle
+import secrets
 import select
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,6 +30,7 @@ from .wire import HEADER, Handle, Returned
 
 DEFAULT_TIMEOUT = 10.0
 DEFAULT_MEMORY_MB = 2048
+DEFAULT_LOAD_TIMEOUT = 20.0  # one top-level definition of the submission (an import, a class, a function)
 START_TIMEOUT = 120.0
 TRAIN_TIMEOUT = 120.0  # one training run of the harness or of the submission's own train()
 
@@ -37,6 +41,12 @@ class SubmissionRaised(Exception):
     def __init__(self, type_name: str, message: str, traceback: str):
         super().__init__(f"{type_name}: {message}")
         self.type_name, self.message, self.traceback = type_name, message, traceback
+
+
+class _StuckLoading(Exception):
+    def __init__(self, index: int, reason: str):
+        super().__init__(reason)
+        self.index, self.reason = index, reason
 
 
 class WorkerDied(BaseException):
@@ -56,12 +66,18 @@ class LoadInfo:
 
 class Sandbox:
     def __init__(self, impl: str | Path, *, aliases: dict[str, str] | None = None,
-                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB, trusted: list[str] = ()):
+                 timeout: float = DEFAULT_TIMEOUT, memory_mb: int = DEFAULT_MEMORY_MB, trusted: list[str] = (),
+                 load_timeout: float = DEFAULT_LOAD_TIMEOUT, skipped: dict[int, str] | None = None):
         self.impl = str(Path(impl).resolve())
         self.aliases = dict(aliases or {})
         self.trusted = list(trusted)  # building blocks replaced by `under_test.trusted`'s (root-cause re-runs)
         self.timeout = timeout
         self.memory_mb = memory_mb
+        self.load_timeout = load_timeout
+        self.skipped: dict[int, str] = dict(skipped or {})  # definitions that hung or crashed while loading
+        self.blocked: list[str] = []
+        self.mark = secrets.token_hex(8)
+        self.workdir: Path | None = None
         self.process: subprocess.Popen | None = None
         self.load_info = LoadInfo()
         self.poisoned: WorkerDied | None = None
@@ -73,25 +89,69 @@ class Sandbox:
 
     # ---- life cycle ----
     def start(self) -> LoadInfo:
+        """Start the worker and load the submission's definitions, each within `load_timeout`.
+
+        A definition that does not finish, or that kills the worker, is remembered in `skipped`
+        and the worker is started again without it: its names fail ("its definition did not
+        finish within N s"), the rest of the submission is graded, and later restarts of this
+        sandbox never wait for it again.
+        """
+        while True:
+            self._spawn()
+            try:
+                hello = self._await_hello()
+                break
+            except _StuckLoading as stuck:
+                self.skipped[stuck.index] = stuck.reason
+        value = hello["value"]
+        self.load_info = LoadInfo(dict(value["failed"]), list(value["notes"]))
+        return self.load_info
+
+    def _spawn(self) -> None:
         self.stop()
         self._log.seek(0)
         self._log.truncate()
+        self.workdir = Path(tempfile.mkdtemp(prefix="conformance-worker-")) / "work"
+        self.workdir.mkdir()
         # One thread, and no GPU: the grade must not depend on the machine (a submission that moves its model
-        # to cuda when available runs on the CPU everywhere).
+        # to cuda when available runs on the CPU everywhere). Its home, caches and temporary files are the
+        # worker's private folder (`workdir`), removed when the worker stops.
+        private = str(self.workdir)
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
-                   CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="")
+                   CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="",
+                   HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private,
+                   TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent),
+                   **{SANDBOX_MARK: self.mark})
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
             [sys.executable, "-m", "under_test.worker", self.impl,
              "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb),
-             "--trusted", json.dumps(self.trusted)],
+             "--trusted", json.dumps(self.trusted), "--skip", json.dumps(self.skipped)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-            cwd=tempfile.gettempdir(), start_new_session=True,
+            cwd=private, start_new_session=True,
         )
-        hello = self._receive(START_TIMEOUT, "loading the submission")
-        self.load_info = LoadInfo(dict(hello["value"]["failed"]), list(hello["value"]["notes"]))
-        return self.load_info
+
+    def _await_hello(self) -> dict:
+        """Read the worker's progress through the definitions until its hello."""
+        loading: int | None = None
+        while True:
+            timeout = START_TIMEOUT if loading is None else self.load_timeout
+            doing = "starting (importing torch)" if loading is None else f"loading definition {loading}"
+            try:
+                message = self._receive(timeout, doing)
+            except WorkerDied as died:
+                if loading is None:
+                    raise
+                self.poisoned = None
+                cause = str(died).split(" while ")[0]
+                raise _StuckLoading(loading, f"its definition did not finish within {self.load_timeout:g} s"
+                                    if "did not answer" in cause else f"running its definition: {cause}") from None
+            if "loading" in message:
+                loading = int(message["loading"])
+                continue
+            self._note_blocked(message)
+            return message
 
     def stop(self) -> None:
         if self.process is not None:
@@ -104,6 +164,20 @@ class Sandbox:
                 if stream:
                     stream.close()
             self.process = None
+        kill_marked(self.mark)  # whatever the submission started and left running, in any session
+        if self.workdir is not None:
+            shutil.rmtree(self.workdir.parent, ignore_errors=True)
+            self.workdir = None
+
+    def take_blocked(self) -> list[str]:
+        """What the submission tried to reach of the harness since the last call (and was refused)."""
+        taken, self.blocked[:] = list(self.blocked), []
+        return taken
+
+    def _note_blocked(self, message: dict) -> None:
+        attempts = message.get("blocked")
+        if isinstance(attempts, list):
+            self.blocked.extend(str(a)[:300] for a in attempts[:50] if str(a) not in self.blocked)
 
     def begin_check(self) -> None:
         """A new check starts: forget the previous check's dead worker and objects."""
@@ -132,6 +206,7 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
         reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+        self._note_blocked(reply)
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
@@ -286,6 +361,35 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
     return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
             "reset": "resetting", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
             "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
+
+
+SANDBOX_MARK = "CONFORMANCE_SANDBOX"  # in the environment of the worker and of every process it starts
+GRADE_MARK = "CONFORMANCE_GRADE"  # set by `conformance grade` for one submission's harness and all below it
+
+
+def kill_marked(mark: str, variable: str = SANDBOX_MARK) -> int:
+    """Kill every process whose environment carries this sandbox's mark (what a submission left running).
+
+    A submission's background processes may leave the worker's process group (`setsid`, a double
+    fork); they keep the environment they inherited unless they replace it on purpose.
+    """
+    needle = f"{variable}={mark}".encode()
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as handle:
+                environ = handle.read()
+        except OSError:
+            continue
+        if needle in environ.split(b"\0"):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                killed += 1
+            except OSError:
+                pass
+    return killed
 
 
 __all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

@@ -42,10 +42,12 @@ class ParsedCell:
 class Source:
     path: Path
     cells: list[ParsedCell] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)  # files that could not be read at all, and why
 
     @property
     def notes(self) -> list[str]:
-        return [f"{p.cell.origin}:{p.cell.first_line}: skipped, {p.error}" for p in self.cells if p.error]
+        return self.problems + [f"{p.cell.origin}:{p.cell.first_line}: skipped, {p.error}"
+                                for p in self.cells if p.error]
 
 
 def submission_name(path: Path) -> str:
@@ -54,9 +56,16 @@ def submission_name(path: Path) -> str:
 
 
 def read_submission(path: str | Path) -> Source:
+    """The submission's cells. Only a path that does not exist raises (`SubmissionError`).
+
+    Anything else is a submission, however broken: a file that cannot be read or parsed
+    (not UTF-8 text, not a notebook, empty, not Python at all) is kept as a `problem` that
+    says which file and what is wrong, and the submission is graded with what remains.
+    """
     path = Path(path)
     if not path.exists():
         raise SubmissionError(f"{path}: no such file or directory")
+    source = Source(path)
     if path.is_dir():
         files = sorted(
             p
@@ -67,14 +76,20 @@ def read_submission(path: str | Path) -> Source:
             and not SKIPPED_FILE.match(p.name)
         )
         if not files:
-            raise SubmissionError(f"{path}: the directory holds no .py or .ipynb file")
+            source.problems.append(f"{path}: the directory holds no .py or .ipynb file")
     elif path.suffix in (".py", ".ipynb"):
         files = [path]
     else:
-        raise SubmissionError(f"{path}: a submission is a .py file, an .ipynb notebook or a directory")
-    source = Source(path)
+        files = []
+        source.problems.append(f"{path}: not a .py file, an .ipynb notebook or a directory, so not read")
     for file in files:
-        cells = _notebook_cells(file) if file.suffix == ".ipynb" else _script_cells(file)
+        try:
+            cells = _notebook_cells(file) if file.suffix == ".ipynb" else _script_cells(file)
+        except SubmissionError as error:
+            source.problems.append(str(error))
+            continue
+        if not any(cell.text.strip() for cell in cells):
+            source.problems.append(f"{file}: empty, nothing to grade")
         source.cells.extend(_parse(cell) for cell in cells)
     return source
 
@@ -99,11 +114,18 @@ def _script_cells(file: Path) -> list[Cell]:
 
 
 def _notebook_cells(file: Path) -> list[Cell]:
+    text = _read_text(file)
+    if not text.strip():
+        return []
     try:
-        notebook = json.loads(_read_text(file))
-        raw_cells = notebook["cells"]
-    except (ValueError, KeyError, TypeError) as error:
-        raise SubmissionError(f"{file}: not a readable notebook ({error})") from error
+        notebook = json.loads(text)
+    except ValueError as error:
+        raise SubmissionError(f"{file}: not a valid notebook, its JSON is broken at line {error.lineno}, column "
+                              f"{error.colno}: {error.msg}" if hasattr(error, "lineno") else
+                              f"{file}: not a valid notebook ({error})") from error
+    raw_cells = notebook.get("cells") if isinstance(notebook, dict) else None
+    if not isinstance(raw_cells, list):
+        raise SubmissionError(f"{file}: not a notebook: its JSON has no list of \"cells\"")
     cells = []
     for index, raw in enumerate(raw_cells):
         if not isinstance(raw, dict) or raw.get("cell_type") != "code":
@@ -133,15 +155,22 @@ def _drop_shell_lines(text: str) -> str:
 
 def _read_text(file: Path) -> str:
     try:
-        return file.read_text(encoding="utf-8", errors="replace")
+        data = file.read_bytes()
     except OSError as error:
-        raise SubmissionError(f"{file}: cannot read ({error})") from error
+        raise SubmissionError(f"{file}: cannot be read ({error.strerror or error})") from error
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise SubmissionError(f"{file}: a binary file (a NUL byte at byte {nul}), not Python source or a notebook")
+    return data.decode("utf-8", errors="replace")
 
 
 def _parse(cell: Cell) -> ParsedCell:
     try:
         module = ast.parse(cell.text, filename=cell.origin)
     except SyntaxError as error:
-        return ParsedCell(cell, None, f"syntax error at line {error.lineno}: {error.msg}")
+        line = (error.lineno or 1) + cell.first_line - 1
+        return ParsedCell(cell, None, f"syntax error at line {line}: {error.msg}")
+    except (ValueError, RecursionError, MemoryError) as error:  # e.g. absurdly nested expressions
+        return ParsedCell(cell, None, f"cannot be parsed: {type(error).__name__}: {error}")
     ast.increment_lineno(module, cell.first_line - 1)
     return ParsedCell(cell, module)

@@ -9,12 +9,14 @@ judges anything: verdicts are made in the harness from what it sends back.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import pickle
 import resource
 import sys
 import traceback
+from pathlib import Path
 
 from .wire import HEADER, Handle, dump, encode, type_name
 
@@ -347,6 +349,19 @@ def _die_with_parent() -> None:
         pass
 
 
+class _Requests(pickle.Unpickler):
+    """Reads the harness's requests; the worker's own classes come from the modules it kept, not an import."""
+
+    def __init__(self, stream, modules: dict):
+        super().__init__(stream)
+        self.modules = modules
+
+    def find_class(self, module: str, name: str):
+        if module in self.modules:
+            return getattr(self.modules[module], name)
+        return super().find_class(module, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m under_test.worker")
@@ -354,36 +369,44 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--aliases", default="{}")
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument("--trusted", default="[]", help="building blocks to replace by trusted ones (JSON list)")
+    parser.add_argument("--skip", default="{}", help="definitions not to run: {index: why} (JSON)")
     options = parser.parse_args(argv)
     request_fd, reply_fd = _private_channel()
 
     import torch
 
     torch.set_num_threads(1)
-    from . import packages
+    from . import isolation, packages
     from .course import install_offline_torchvision, submission_module
     from .loader import execute, extract
 
-    install_offline_torchvision()
-    namespace = submission_module().__dict__
-    aliases = json.loads(options.aliases)
-    program = extract(options.impl)
-    finder = packages.install(program.path, namespace)
-    report = execute(program, namespace, aliases)
     lent = json.loads(options.trusted)
     if lent:
         from . import trusted
-
+    install_offline_torchvision()
+    namespace = submission_module().__dict__
+    aliases = json.loads(options.aliases)
+    skip = {int(index): str(why) for index, why in json.loads(options.skip).items()}
+    program = extract(options.impl)
+    # From here on, the harness is out of reach: its packages, its files (`isolation`). Requests still name the
+    # wire's classes (Handle), which the worker keeps for itself.
+    own_modules = {name: module for name, module in sys.modules.items() if name.startswith("under_test")}
+    guard = isolation.lock_down(program.path, Path.cwd())
+    _cap_memory(options.memory_mb)
+    finder = packages.install(program.path, namespace)
+    report = execute(program, namespace, aliases, skip=skip,
+                     progress=lambda index: _send(reply_fd, {"loading": index}))
+    if lent:
         own = [sys.modules[name].__dict__ for name in (finder.loaded if finder else []) if name in sys.modules]
         trusted.lend(lent, [namespace, *own])
-    _cap_memory(options.memory_mb)
     worker = Worker(namespace)
-    _send(reply_fd, {"ok": True, "value": {"failed": report.failed, "notes": report.notes}})
+    _send(reply_fd, {"ok": True, "value": {"failed": report.failed, "notes": report.notes},
+                     "blocked": guard.take()})
 
     while True:
         try:
             size = HEADER.unpack(_read_exact(request_fd, HEADER.size))[0]
-            verb, args, kwargs = pickle.loads(_read_exact(request_fd, size))
+            verb, args, kwargs = _Requests(io.BytesIO(_read_exact(request_fd, size)), own_modules).load()
         except EOFError:
             return
         try:
@@ -397,11 +420,12 @@ def main(argv: list[str] | None = None) -> None:
                 message = f"the submission exceeded the sandbox's memory cap ({options.memory_mb} MB) {message}"
             reply = {"ok": False, "error": {"type": type_name(error), "message": message,
                                             "traceback": _submission_traceback(error)[-4000:]}}
+        reply["blocked"] = guard.take()
         try:
             _send(reply_fd, reply)
         except Exception as error:  # noqa: BLE001 - e.g. a result torch.save cannot write
             _send(reply_fd, {"ok": False, "error": {"type": type_name(error), "message": str(error)[:2000],
-                                                    "traceback": ""}})
+                                                    "traceback": ""}, "blocked": reply["blocked"]})
 
 
 if __name__ == "__main__":
