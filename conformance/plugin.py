@@ -262,6 +262,19 @@ def pytest_runtest_call(item: pytest.Item):
         box = getattr(item, "funcargs", {}).get("sandbox")
         if isinstance(box, Sandbox):
             item.user_properties.extend(("advisory", text) for text in refused(box.take_blocked()))
+            item.user_properties.extend(("advisory", text) for text in borrowed_layer(item, box))
+
+
+def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:
+    """The check's subject did its work with torch's own layer of the same name (accepted, but said)."""
+    names = [n for m in item.iter_markers("requires") for n in m.args]
+    if not names or names[0] not in box.torch_layers:
+        return []
+    subject = names[0]
+    if item._request.getfixturevalue("program").status(subject, item._request.getfixturevalue("aliases")) != "defined":
+        return []
+    return [f"{subject} does its work with torch's own nn.{subject} (its forward is torch's): the course's checks "
+            f"accept that, but the exercise is to write {subject} yourself"]
 
 
 # ---- results -------------------------------------------------------------------------

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import re
+
 import pytest
 import torch
 
@@ -194,18 +196,38 @@ def test_directory_merges_files_and_drops_relative_imports(tmp_path):
     assert submission_name(package) == "sub"
 
 
-def test_unreadable_paths_are_clear_errors(tmp_path):
+def test_only_a_missing_path_is_an_error(tmp_path):
     with pytest.raises(SubmissionError, match="no such file"):
         read_submission(tmp_path / "absent.py")
-    (tmp_path / "notes.txt").write_text("x")
-    with pytest.raises(SubmissionError, match="a .py file"):
-        read_submission(tmp_path / "notes.txt")
-    (tmp_path / "empty").mkdir()
-    with pytest.raises(SubmissionError, match="no .py or .ipynb"):
-        read_submission(tmp_path / "empty")
-    (tmp_path / "bad.ipynb").write_text("{not json")
-    with pytest.raises(SubmissionError, match="not a readable notebook"):
-        read_submission(tmp_path / "bad.ipynb")
+
+
+@pytest.mark.parametrize("name, content, problem", [
+    ("notes.txt", "x", r"notes.txt: not a .py file, an .ipynb notebook or a directory"),
+    ("empty", None, r"empty: the directory holds no .py or .ipynb file"),
+    ("bad.ipynb", "{not json", r"bad.ipynb: not a valid notebook, its JSON is broken at line 1, column 2"),
+    ("list.ipynb", "[1, 2]", r"list.ipynb: not a notebook: its JSON has no list of \"cells\""),
+    ("blank.py", "\n\n", r"blank.py: empty, nothing to grade"),
+    ("binary.py", b"\x7fELF\x00\x01", r"binary.py: a binary file \(a NUL byte at byte 4\)"),
+])
+def test_a_broken_submission_is_read_with_its_problem(tmp_path, name, content, problem):
+    """Anything that exists is a submission: what cannot be read is a problem naming the file, graded 0."""
+    path = tmp_path / name
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    source = read_submission(path)
+    assert len(source.problems) == 1
+    assert re.search(problem, source.problems[0]), source.problems
+    assert extract(path).definitions == [] and extract(path).notes == source.problems
+
+
+def test_a_syntax_error_names_its_line(tmp_path):
+    path = tmp_path / "broken.py"
+    path.write_text("import torch\n\ndef relu(x):\n    return x.clamp(min=0\n")
+    assert extract(path).notes == [f"{path}:1: skipped, syntax error at line 4: '(' was never closed"]
 
 
 def test_pretrained_resnet34_never_downloads(write, monkeypatch):

@@ -76,6 +76,7 @@ class Sandbox:
         self.load_timeout = load_timeout
         self.skipped: dict[int, str] = dict(skipped or {})  # definitions that hung or crashed while loading
         self.blocked: list[str] = []
+        self.torch_layers: set[str] = set()  # torch.nn layers whose (torch's own) forward ran during this check
         self.mark = secrets.token_hex(8)
         self.workdir: Path | None = None
         self.process: subprocess.Popen | None = None
@@ -182,8 +183,12 @@ class Sandbox:
     def begin_check(self) -> None:
         """A new check starts: forget the previous check's dead worker and objects."""
         self.poisoned = None
+        self.torch_layers.clear()
         if self.process is not None and self.process.poll() is None:
-            self.request("reset")
+            state = self.request("reset")
+            grown = state.get("grown_mb") if isinstance(state, dict) else None
+            if not isinstance(grown, int) or grown > self.memory_mb // 2:
+                self.stop()  # what the last check allocated was not given back: the next request starts afresh
 
     def __enter__(self):
         self.start()
@@ -207,6 +212,9 @@ class Sandbox:
             pass  # the reply read below reports how the worker died
         reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
         self._note_blocked(reply)
+        layers = reply.get("torch_layers")
+        if isinstance(layers, list):
+            self.torch_layers.update(str(name) for name in layers[:100])
         if not reply.get("ok"):
             error = reply.get("error") or {}
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
@@ -269,14 +277,18 @@ class Sandbox:
         return handle
 
     def call(self, target: str | Handle, *args, trace: bool = False, seed: int = 0, no_grad: bool = False,
-             limit: float | None = None, **kwargs):
-        """Call a function or module; with `trace=True` returns (value, set of ATen ops).
+             limit: float | None = None, provenance: bool = False, **kwargs):
+        """Call a function or module; with `trace=True` returns (value, set of ATen ops), with
+        `provenance=True` (value, set of the torchvision model functions it ran).
 
         `limit` replaces the probe's wall-time limit for this call (a forward the harness knows is long).
         """
-        reply = self.request("call", target, args, kwargs, trace=trace, seed=seed, no_grad=no_grad, timeout=limit)
+        reply = self.request("call", target, args, kwargs, trace=trace, seed=seed, no_grad=no_grad,
+                             provenance=provenance, timeout=limit)
         if trace:
             return reply["value"], set(reply["ops"])
+        if provenance:
+            return reply["value"], {str(name) for name in reply["torchvision"]}
         return reply["value"]
 
     def method(self, handle: Handle, name: str, *args, **kwargs):

@@ -25,6 +25,7 @@ class Worker:
     def __init__(self, namespace: dict):
         self.namespace = namespace
         self.objects: dict[int, object] = {}
+        self.base_bytes = _mapped_bytes()
 
     # ---- object table ----
     def keep(self, obj: object) -> int:
@@ -58,7 +59,13 @@ class Worker:
 
     # ---- requests ----
     def do_reset(self):
+        """Forget the previous check's objects; returns how much address space (MB) the worker now maps
+        beyond its start, so the harness can start a fresh one when freed memory was not given back."""
+        import gc
+
         self.objects.clear()
+        gc.collect()
+        return {"grown_mb": (_mapped_bytes() - self.base_bytes) // (1 << 20)}
 
     def do_construct(self, name, args=(), kwargs=None, seed=0):
         import torch
@@ -66,13 +73,19 @@ class Worker:
         torch.manual_seed(seed)
         return self.out(self.target(name)(*self.resolve(args), **self.resolve(kwargs or {})))
 
-    def do_call(self, target, args=(), kwargs=None, trace=False, seed=0, no_grad=False):
+    def do_call(self, target, args=(), kwargs=None, trace=False, seed=0, no_grad=False, provenance=False):
+        """Call a function or module. `trace`: also the ATen ops it ran; `provenance`: the torchvision model
+        code it ran (`torchvision.models`' own functions and methods, however they were reached)."""
         import torch
 
         torch.manual_seed(seed)
         function = self.target(target)
         args, kwargs = self.resolve(args), self.resolve(kwargs or {})
         context = torch.no_grad() if no_grad else _nullcontext()
+        if provenance:
+            with context, _TorchvisionCalls() as calls:
+                value = function(*args, **kwargs)
+            return {"value": self.out(value), "torchvision": sorted(calls.seen)}
         if not trace:
             with context:
                 return {"value": self.out(function(*args, **kwargs))}
@@ -262,6 +275,51 @@ def _ignore(*args, **kwargs):
     return None
 
 
+class _TorchvisionCalls:
+    """Records every Python function of `torchvision.models` called while active (a profile hook)."""
+
+    def __init__(self):
+        import torchvision.models
+
+        self.folder = os.path.dirname(torchvision.models.__file__) + os.sep
+        self.seen: set[str] = set()
+
+    def _profile(self, frame, event, arg):
+        if event == "call" and frame.f_code.co_filename.startswith(self.folder):
+            module = frame.f_globals.get("__name__", "torchvision.models")
+            self.seen.add(f"{module}.{frame.f_code.co_qualname}")
+
+    def __enter__(self):
+        self.previous = sys.getprofile()
+        sys.setprofile(self._profile)
+        return self
+
+    def __exit__(self, *exc):
+        sys.setprofile(self.previous)
+        return False
+
+
+class TorchLayers:
+    """Which of torch's own layers (`torch.nn` classes whose forward is torch's) ran: a global forward hook."""
+
+    def __init__(self):
+        import torch
+
+        self.seen: set[str] = set()
+        torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
+
+    def _hook(self, module, args):
+        cls = type(module)
+        forward = getattr(cls.forward, "__module__", "") or ""
+        if forward.startswith("torch.nn."):
+            self.seen.update(k.__name__ for k in cls.__mro__ if k.__module__.startswith("torch.nn.modules."))
+
+    def take(self) -> list[str]:
+        taken = sorted(self.seen)
+        self.seen.clear()
+        return taken
+
+
 def _is_float_tensor(value: object) -> bool:
     import torch
 
@@ -328,13 +386,16 @@ def _private_channel() -> tuple[int, int]:
     return request_fd, reply_fd
 
 
+def _mapped_bytes() -> int:
+    with open("/proc/self/status") as status:
+        return 1024 * next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
+
+
 def _cap_memory(megabytes: int) -> None:
     """Allow `megabytes` of address space on top of what torch itself has mapped."""
     if megabytes <= 0:
         return
-    with open("/proc/self/status") as status:
-        mapped_kb = next(int(line.split()[1]) for line in status if line.startswith("VmSize:"))
-    limit = mapped_kb * 1024 + megabytes * 1024 * 1024
+    limit = _mapped_bytes() + megabytes * 1024 * 1024
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
@@ -400,6 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         own = [sys.modules[name].__dict__ for name in (finder.loaded if finder else []) if name in sys.modules]
         trusted.lend(lent, [namespace, *own])
     worker = Worker(namespace)
+    layers = TorchLayers()
     _send(reply_fd, {"ok": True, "value": {"failed": report.failed, "notes": report.notes},
                      "blocked": guard.take()})
 
@@ -421,6 +483,7 @@ def main(argv: list[str] | None = None) -> None:
             reply = {"ok": False, "error": {"type": type_name(error), "message": message,
                                             "traceback": _submission_traceback(error)[-4000:]}}
         reply["blocked"] = guard.take()
+        reply["torch_layers"] = layers.take()
         try:
             _send(reply_fd, reply)
         except Exception as error:  # noqa: BLE001 - e.g. a result torch.save cannot write

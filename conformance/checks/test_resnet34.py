@@ -454,3 +454,20 @@ def test_resnet34_repr(sandbox):
     """print(ResNet34()) and print(ResNet34(...small configuration...)) work."""
     for config in (DEFAULT, Config((1, 1, 1, 1), (8, 16, 16, 8), (1, 2, 1, 2), 5)):
         printable(sandbox, construct(sandbox, config, "default"), str(config))
+
+
+def test_resnet34_is_built_not_borrowed(sandbox):
+    """ResNet34's forward runs the submission's own code, not torchvision's model (which is only the weights' source)."""
+    handle = construct(sandbox, DEFAULT, "default")
+    set_mode(sandbox, handle, False)
+    x = images(1, 16, 16, seed=0)
+    try:
+        _, borrowed = sandbox.call(handle, x, no_grad=True, provenance=True)
+    except SubmissionRaised as error:
+        fail(f"ResNet34() in eval mode on an input of shape {tuple(x.shape)} raised {error.type_name}: "
+             f"{error.message}\n{own_frames(error.traceback)}")
+    if borrowed:
+        fail(f"ResNet34()'s forward runs torchvision's own model code ({', '.join(sorted(borrowed)[:6])}): the "
+             "exercise is to build ResNet34 from your own ResidualBlock and BlockGroup, in the same order as "
+             "torchvision's so its weights can be copied in; torchvision's resnet34 is only where the pretrained "
+             "weights come from (get_resnet_for_feature_extraction)")
