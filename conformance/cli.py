@@ -17,10 +17,12 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from under_test import sandbox
 from under_test.sandbox import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, GRADE_MARK, kill_marked
 from under_test.source import SubmissionError, read_submission, submission_name
 
@@ -28,6 +30,7 @@ from . import report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
+_CHILDREN = threading.Lock()  # starting a harness and ending adopted orphans never overlap
 PROFILES = ("conformance", "dev", "thorough", "corpus")
 
 
@@ -130,6 +133,7 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
         print(f"conformance: {message}", file=sys.stderr)
 
     rows = []
+    sandbox.become_subreaper()
     with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
         for row in pool.map(lambda s: _grade_one(s[0], s[1], out / s[0], options), submissions):
             rows.append(row)
@@ -151,9 +155,11 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
         command = _pytest_command(path, options, _isolated_ini(Path(tmp))) + \
             ["--checks-json", str(checks_path), "-q", "-p", "no:randomly"]
         with open(directory / "log.txt", "w") as log:
-            process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-                                       start_new_session=True,
-                                       env=dict(os.environ, PYTHONHASHSEED="0", **{GRADE_MARK: mark}))
+            with _CHILDREN:
+                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
+                                           start_new_session=True,
+                                           env=dict(os.environ, PYTHONHASHSEED="0", **{GRADE_MARK: mark}))
+                sandbox.LIVE.add(process.pid)
             try:
                 process.wait(timeout=options.timeout)
             except subprocess.TimeoutExpired:
@@ -165,6 +171,9 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
                     pass
                 process.wait()
                 kill_marked(mark, GRADE_MARK)  # the harness's own processes and anything the submission left running
+                with _CHILDREN:
+                    sandbox.LIVE.discard(process.pid)
+                    sandbox.kill_adopted()  # and the orphans of a harness stopped by the time limit
         try:
             checks = json.loads(checks_path.read_text())
             entries, load = checks["entries"], checks["load"]

@@ -293,7 +293,7 @@ def _run(definition: Definition, namespace: dict) -> str | None:
     except BaseException as error:  # noqa: BLE001 - a definition may raise anything, even SystemExit
         if isinstance(error, KeyboardInterrupt):
             raise
-        frames = traceback.extract_tb(error.__traceback__)
-        where = f" (line {frames[-1].lineno})" if frames else ""
+        frames = [f for f in traceback.extract_tb(error.__traceback__) if f.filename == definition.origin]
+        where = f" (line {frames[-1].lineno})" if frames else ""  # the submission's line, not the importer's
         return f"{type(error).__name__}: {error}{where}"
     return None

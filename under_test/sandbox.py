@@ -132,6 +132,7 @@ class Sandbox:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
             cwd=private, start_new_session=True,
         )
+        LIVE.add(self.process.pid)
 
     def _await_hello(self) -> dict:
         """Read the worker's progress through the definitions until its hello."""
@@ -161,11 +162,13 @@ class Sandbox:
             except (ProcessLookupError, PermissionError):
                 pass
             self.process.wait()
+            LIVE.discard(self.process.pid)
             for stream in (self.process.stdin, self.process.stdout):
                 if stream:
                     stream.close()
             self.process = None
         kill_marked(self.mark)  # whatever the submission started and left running, in any session
+        kill_adopted()  # ... and what it started with another environment, once orphaned
         if self.workdir is not None:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
             self.workdir = None
@@ -400,6 +403,46 @@ def kill_marked(mark: str, variable: str = SANDBOX_MARK) -> int:
                 os.kill(int(entry), signal.SIGKILL)
                 killed += 1
             except OSError:
+                pass
+    return killed
+
+
+_SUBREAPER: list[bool] = []  # set once this process adopts the orphans of its descendants
+LIVE: set[int] = set()  # the pids of this process's running workers (and of `conformance grade`'s harnesses)
+
+
+def become_subreaper() -> bool:
+    """Orphans of this process's descendants (a submission's daemons) are adopted by this process, not by init,
+    so `kill_adopted` can end them whatever session or environment they gave themselves."""
+    if not _SUBREAPER:
+        try:
+            import ctypes
+
+            _SUBREAPER.append(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
+        except (OSError, AttributeError):
+            _SUBREAPER.append(False)
+    return _SUBREAPER[0]
+
+
+def kill_adopted() -> int:
+    """Kill and reap every child of this process that is not one of its live workers (adopted orphans)."""
+    if not (_SUBREAPER and _SUBREAPER[0]):
+        return 0
+    killed = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) in LIVE:
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", "rb") as handle:
+                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+        if parent == os.getpid():
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                os.waitpid(int(entry), 0)
+                killed += 1
+            except (OSError, ChildProcessError):
                 pass
     return killed
 

@@ -478,7 +478,7 @@ def main(argv: list[str] | None = None) -> None:
             if isinstance(error, KeyboardInterrupt):
                 raise
             message = str(error)[:2000]
-            if isinstance(error, MemoryError):
+            if isinstance(error, MemoryError) or "can't allocate memory" in message:
                 message = f"the submission exceeded the sandbox's memory cap ({options.memory_mb} MB) {message}"
             reply = {"ok": False, "error": {"type": type_name(error), "message": message,
                                             "traceback": _submission_traceback(error)[-4000:]}}
