@@ -8,7 +8,8 @@ library and the installed third-party packages, and nothing of the harness:
   import of one of them fails as if it were not installed;
 - an audit hook refuses to open or list the harness's files (its packages, fixtures,
   examples and corpus, everything in its source checkout except the worker's own code
-  and the virtual environment), the submission's own files excepted;
+  and the virtual environment), the submission's own files excepted, and to write,
+  create, remove or rename anything outside the worker's private working folder;
 - where the kernel offers Landlock (Linux 5.13+), the same is enforced by the kernel for
   the worker and every process it starts, which may also write only in its private
   working folder, not open TCP connections, and not signal processes outside it.
@@ -54,9 +55,10 @@ def _within(path: Path, roots: list[Path]) -> bool:
 class Guard:
     """The import blocker and the audit hook; `attempts` lists what they refused (sent to the harness)."""
 
-    def __init__(self, protected: list[Path], readable: list[Path]):
+    def __init__(self, protected: list[Path], readable: list[Path], workdir: Path):
         self.protected = protected
         self.readable = readable
+        self.workdir = workdir.resolve()
         self.attempts: list[str] = []
         self.armed = False
 
@@ -78,27 +80,61 @@ class Guard:
 
     # ---- files: an audit hook (cannot be removed once added) ----
     def audit(self, event: str, args: tuple) -> None:
-        if not self.armed or event not in ("open", "os.listdir", "os.scandir", "glob.glob"):
+        if not self.armed:
             return
-        target = args[0] if args else None
-        if isinstance(target, bytes):
-            target = os.fsdecode(target)
-        if not isinstance(target, (str, os.PathLike)):
+        if event in _CHANGES:
+            for target in args[:2] if event in ("os.rename", "os.link", "os.symlink") else args[:1]:
+                self._refuse_change(event, target)
+            return
+        if event not in ("open", "os.listdir", "os.scandir", "glob.glob"):
+            return
+        path = _resolved(args[0] if args else None)
+        if path is None:
             return  # a file descriptor
-        try:
-            path = Path(os.path.realpath(os.path.abspath(target)))
-        except (OSError, ValueError):
-            return
         if _within(path, self.protected) and not _within(path, self.readable):
             self._record(f"{'open' if event == 'open' else 'list'} {path}")
             raise PermissionError(f"{path}: the harness's files are not available to submissions")
+        if event == "open" and _writes(args):
+            self._refuse_change("write", args[0])
+
+    def _refuse_change(self, event: str, target) -> None:
+        """Writing, creating, removing or renaming happens in the working folder only (and /dev)."""
+        path = _resolved(target)
+        if path is None or _within(path, [self.workdir, Path("/dev")]):
+            return
+        self._record(f"{event.removeprefix('os.')} {path}")
+        raise PermissionError(f"{path}: a submission may change files only in its working folder")
+
+
+_CHANGES = {"os.remove", "os.rmdir", "os.rename", "os.mkdir", "os.truncate", "os.chmod", "os.chown", "os.utime",
+            "os.link", "os.symlink", "shutil.rmtree", "shutil.move", "shutil.copyfile", "shutil.copytree"}
+
+
+def _resolved(target) -> Path | None:
+    if isinstance(target, bytes):
+        target = os.fsdecode(target)
+    if not isinstance(target, (str, os.PathLike)):
+        return None
+    try:
+        return Path(os.path.realpath(os.path.abspath(target)))
+    except (OSError, ValueError):
+        return None
+
+
+def _writes(args: tuple) -> bool:
+    """An `open` audit event (path, mode, flags) that writes, creates or truncates."""
+    mode = args[1] if len(args) > 1 else None
+    flags = args[2] if len(args) > 2 else 0
+    if isinstance(mode, str):
+        return any(c in mode for c in "wax+")
+    return isinstance(flags, int) and bool(flags & (os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC))
 
 
 def lock_down(submission: Path, workdir: Path) -> Guard:
     """Hide the harness from everything that runs after this in the worker; returns the guard."""
     protected = [p.resolve() for p in protected_paths()]
     readable = readable_inside(submission, workdir)
-    guard = Guard(protected, readable)
+    guard = Guard(protected, readable, workdir)
     for name in list(sys.modules):
         if name.partition(".")[0] in HARNESS_PACKAGES:
             del sys.modules[name]

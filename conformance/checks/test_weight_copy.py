@@ -24,7 +24,6 @@ from collections import Counter
 
 import torch
 
-import reference
 from conformance.areas import area, requires
 from conformance.compare import fail, tensor_of
 from conformance.probing import Entry, set_mode, state_entries
@@ -304,12 +303,16 @@ def test_weight_copy_pretrained_logits_match_snapshot(sandbox, advise):
 @requires("copy_weights")
 def test_weight_copy_copy_weights_into_reference_model(sandbox):
     """copy_weights(model, pretrained) loads every entry of a correct ResNet34, buffers included; returns the model."""
+    import torchvision.models.resnet as resnet
+
     torch.manual_seed(0)
-    target = reference.ResNet34()
+    # A correct ResNet34 with fresh weights: torchvision's architecture (a class the worker can rebuild; the
+    # reference's own classes never enter the submission's process).
+    target = resnet.ResNet(resnet.BasicBlock, [3, 4, 6, 3])
     before = entries_of(target)
-    what = "copy_weights(reference ResNet34(), pretrained_resnet)"
+    what = "copy_weights(a freshly initialised ResNet34, pretrained_resnet)"
     result = sandbox.call("copy_weights", target, pretrained())
-    if not isinstance(result, Handle) or not result.type.endswith("ResNet34"):
+    if not isinstance(result, Handle) or result.type != "torchvision.models.resnet.ResNet":
         fail(f"{what} returned {result.type if isinstance(result, Handle) else repr(result)[:80]}; it must return "
              "my_resnet, the model it loaded the weights into (the course writes my_resnet = copy_weights(my_resnet, "
              "pretrained_resnet))")
