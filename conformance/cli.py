@@ -12,7 +12,6 @@ import argparse
 import csv
 import json
 import os
-import secrets
 import signal
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from under_test import sandbox
-from under_test.sandbox import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, GRADE_MARK, kill_marked
+from under_test.sandbox import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
 from . import report
@@ -149,7 +148,6 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
     results_path.unlink(missing_ok=True)
     error = ""
     started = time.monotonic()
-    mark = secrets.token_hex(8)
     with tempfile.TemporaryDirectory() as tmp:
         checks_path = Path(tmp) / "checks.json"
         command = _pytest_command(path, options, _isolated_ini(Path(tmp))) + \
@@ -158,7 +156,7 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
             with _CHILDREN:
                 process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
                                            start_new_session=True,
-                                           env=dict(os.environ, PYTHONHASHSEED="0", **{GRADE_MARK: mark}))
+                                           env=dict(os.environ, PYTHONHASHSEED="0"))
                 sandbox.LIVE.add(process.pid)
             try:
                 process.wait(timeout=options.timeout)
@@ -170,10 +168,9 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
                 except ProcessLookupError:
                     pass
                 process.wait()
-                kill_marked(mark, GRADE_MARK)  # the harness's own processes and anything the submission left running
                 with _CHILDREN:
                     sandbox.LIVE.discard(process.pid)
-                    sandbox.kill_adopted()  # and the orphans of a harness stopped by the time limit
+                    sandbox.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
         try:
             checks = json.loads(checks_path.read_text())
             entries, load = checks["entries"], checks["load"]

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, settings
 
 from under_test.loader import Program, extract
 from under_test.sandbox import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
-                                SubmissionRaised, WorkerDied, become_subreaper)
+                                SubmissionRaised, WorkerDied)
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
@@ -160,7 +160,6 @@ def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
 
 @pytest.fixture(scope="session")
 def sandbox(pytestconfig: pytest.Config, program: Program, aliases: dict[str, str]):
-    become_subreaper()  # what the submission leaves running is ended with its worker (`Sandbox.stop`)
     box = Sandbox(pytestconfig.getoption("impl"), aliases=aliases,
                   timeout=pytestconfig.getoption("probe_timeout"), memory_mb=pytestconfig.getoption("memory_mb"),
                   load_timeout=pytestconfig.getoption("load_timeout"))

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import secrets
 import select
 import shutil
 import signal
@@ -57,6 +56,11 @@ class WorkerDied(BaseException):
     message names the exact call and inputs that did it.
     """
 
+    def __init__(self, message: str, *, cause: str = "", timed_out: bool = False):
+        super().__init__(message)
+        self.cause = cause or message  # what happened, without what the worker was doing
+        self.timed_out = timed_out
+
 
 @dataclass
 class LoadInfo:
@@ -77,7 +81,6 @@ class Sandbox:
         self.skipped: dict[int, str] = dict(skipped or {})  # definitions that hung or crashed while loading
         self.blocked: list[str] = []
         self.torch_layers: set[str] = set()  # torch.nn layers whose (torch's own) forward ran during this check
-        self.mark = secrets.token_hex(8)
         self.workdir: Path | None = None
         self.process: subprocess.Popen | None = None
         self.load_info = LoadInfo()
@@ -109,6 +112,7 @@ class Sandbox:
         return self.load_info
 
     def _spawn(self) -> None:
+        become_subreaper()  # the worker's orphans come to this process, which ends them (`stop`)
         self.stop()
         self._log.seek(0)
         self._log.truncate()
@@ -121,8 +125,7 @@ class Sandbox:
         env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
                    CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="",
                    HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private,
-                   TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent),
-                   **{SANDBOX_MARK: self.mark})
+                   TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent))
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
@@ -146,9 +149,8 @@ class Sandbox:
                 if loading is None:
                     raise
                 self.poisoned = None
-                cause = str(died).split(" while ")[0]
                 raise _StuckLoading(loading, f"its definition did not finish within {self.load_timeout:g} s"
-                                    if "did not answer" in cause else f"running its definition: {cause}") from None
+                                    if died.timed_out else f"running its definition: {died.cause}") from None
             if "loading" in message:
                 loading = int(message["loading"])
                 continue
@@ -167,8 +169,7 @@ class Sandbox:
                 if stream:
                     stream.close()
             self.process = None
-        kill_marked(self.mark)  # whatever the submission started and left running, in any session
-        kill_adopted()  # ... and what it started with another environment, once orphaned
+        kill_adopted()  # whatever the submission started and left running, in any session or environment
         if self.workdir is not None:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
             self.workdir = None
@@ -230,7 +231,7 @@ class Sandbox:
             payload = self._read(HEADER.unpack(header)[0], deadline)
             return wire.load(payload)
         except (TimeoutError, EOFError, wire.WireError) as error:
-            died = WorkerDied(self._death_message(error, timeout, doing))
+            died = self._death(error, timeout, doing)
             self.stop()
             self.poisoned = died
             raise died from None
@@ -249,11 +250,13 @@ class Sandbox:
             size -= len(chunk)
         return b"".join(chunks)
 
-    def _death_message(self, error: Exception, timeout: float, doing: str) -> str:
+    def _death(self, error: Exception, timeout: float, doing: str) -> WorkerDied:
         if isinstance(error, TimeoutError):
-            return f"the submission did not answer within {timeout:g} s while {doing} (hang or far too slow)"
+            return WorkerDied(f"the submission did not answer within {timeout:g} s while {doing} (hang or far too slow)",
+                              cause=f"the submission did not answer within {timeout:g} s", timed_out=True)
         if isinstance(error, wire.WireError):
-            return f"the worker sent an unreadable reply while {doing}: {error}"
+            return WorkerDied(f"the worker sent an unreadable reply while {doing}: {error}",
+                              cause=f"the worker sent an unreadable reply: {error}")
         self.process.wait()
         code = self.process.returncode
         tail = self.log_tail()
@@ -264,7 +267,7 @@ class Sandbox:
             what = f"the worker exited with status {code}"
         if "MemoryError" in tail or "can't allocate memory" in tail or "DefaultCPUAllocator" in tail:
             what += f"; it ran out of its {self.memory_mb} MB memory cap"
-        return f"{what} while {doing}" + (f"\n{tail}" if tail else "")
+        return WorkerDied(f"{what} while {doing}" + (f"\n{tail}" if tail else ""), cause=what)
 
     def log_tail(self, lines: int = 8) -> str:
         self._log.flush()
@@ -378,35 +381,6 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
             "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
 
 
-SANDBOX_MARK = "CONFORMANCE_SANDBOX"  # in the environment of the worker and of every process it starts
-GRADE_MARK = "CONFORMANCE_GRADE"  # set by `conformance grade` for one submission's harness and all below it
-
-
-def kill_marked(mark: str, variable: str = SANDBOX_MARK) -> int:
-    """Kill every process whose environment carries this sandbox's mark (what a submission left running).
-
-    A submission's background processes may leave the worker's process group (`setsid`, a double
-    fork); they keep the environment they inherited unless they replace it on purpose.
-    """
-    needle = f"{variable}={mark}".encode()
-    killed = 0
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                killed += 1
-            except OSError:
-                pass
-    return killed
-
-
 _SUBREAPER: list[bool] = []  # set once this process adopts the orphans of its descendants
 LIVE: set[int] = set()  # the pids of this process's running workers (and of `conformance grade`'s harnesses)
 
@@ -425,12 +399,30 @@ def become_subreaper() -> bool:
 
 
 def kill_adopted() -> int:
-    """Kill and reap every child of this process that is not one of its live workers (adopted orphans)."""
+    """Kill and reap every child of this process that is not one of its live workers (adopted orphans).
+
+    Repeated until none is left: killing an adopted process orphans its own children, adopted in turn.
+    """
     if not (_SUBREAPER and _SUBREAPER[0]):
         return 0
     killed = 0
+    while True:
+        found = [pid for pid in _children() if pid not in LIVE]
+        for pid in found:
+            try:
+                os.kill(pid, signal.SIGKILL)
+                os.waitpid(pid, 0)
+            except (OSError, ChildProcessError):
+                pass
+        killed += len(found)
+        if not found:
+            return killed
+
+
+def _children() -> list[int]:
+    children = []
     for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) in LIVE:
+        if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat", "rb") as handle:
@@ -438,13 +430,8 @@ def kill_adopted() -> int:
         except (OSError, ValueError, IndexError):
             continue
         if parent == os.getpid():
-            try:
-                os.kill(int(entry), signal.SIGKILL)
-                os.waitpid(int(entry), 0)
-                killed += 1
-            except (OSError, ChildProcessError):
-                pass
-    return killed
+            children.append(int(entry))
+    return children
 
 
 __all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]
