@@ -179,6 +179,8 @@ def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespa
             error = error or f"the harness produced no results (see {directory / 'log.txt'})"
     data = report.build(entries, impl=str(path), strict=options.strict, final=True, load=load)
     data["execution_time"] = round(time.monotonic() - started, 1)
+    data["timing"]["total"] = data["execution_time"]
+    data["timing"]["startup"] = round(max(data["execution_time"] - data["timing"]["checks"], 0.0), 2)
     if error:
         data["output"] = "\n".join(filter(None, [error, data["output"]]))
     results_path.write_text(json.dumps(data, indent=2))

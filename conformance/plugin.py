@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import hypothesis.errors
@@ -17,7 +18,7 @@ import pytest
 from hypothesis import HealthCheck, Phase, settings
 
 from under_test.loader import Program, extract
-from under_test.sandbox import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
+from under_test.sandbox import (CLOCK, DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
                                 SubmissionRaised, WorkerDied)
 from under_test.source import SubmissionError
 from under_test.wire import WireError
@@ -279,6 +280,23 @@ def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:
 
 # ---- results -------------------------------------------------------------------------
 
+_STARTED = pytest.StashKey[tuple]()  # when a check's setup began, and the sandboxes' clock then
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
+
+
+def seconds(item: pytest.Item) -> dict[str, float]:
+    """Where the check's time went so far: its wall time (setup and call), the part inside the submission's
+    code, and the part spent starting sandbox workers (the first check starts the graded one)."""
+    wall, (submission, _, starting) = item.stash.get(_STARTED, (time.perf_counter(), CLOCK.read()))
+    now = CLOCK.read()
+    return {"wall": round(time.perf_counter() - wall, 3), "submission": round(now[0] - submission, 3),
+            "worker_start": round(now[2] - starting, 3)}
+
+
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
     rep = yield
@@ -298,6 +316,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
             outcome, output = "failed", _failure_text(item, call)
         entry = _entry(item, outcome, output)
         entry["advisories"] = [v for k, v in item.user_properties if k == "advisory"]
+        entry["seconds"] = seconds(item)
         rep.user_properties.append((PROPERTY, entry))
     return rep
 

@@ -61,7 +61,36 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         "impl": impl,
         "strict": strict,
         "complete": not any(e["outcome"] == "pending" for e in entries),
+        "timing": timing(entries),
     }
+
+
+SLOWEST = 5  # checks listed in results.json's timing
+
+
+def timing(entries: list[dict]) -> dict:
+    """Where grading time went (seconds): per check as measured by the plugin, summed per area.
+
+    `checks`: the checks' wall time; `submission`: the part inside the submission's code; `worker_start`:
+    starting sandbox workers; `harness`: the rest (oracles, comparisons, Hypothesis, sending data).
+    `conformance grade` adds `total` and `startup` (the harness process starting and collecting).
+    """
+    timed = [(e, e["seconds"]) for e in entries if isinstance(e.get("seconds"), dict)]
+
+    def total(key: str, chosen=timed) -> float:
+        return round(sum(s.get(key, 0.0) for _, s in chosen), 2)
+
+    checks, submission, start = total("wall"), total("submission"), total("worker_start")
+    areas = {}
+    for area_id in AREAS:
+        own = [(e, s) for e, s in timed if e["area"] == area_id]
+        if own:
+            areas[area_id] = {"wall": total("wall", own), "submission": total("submission", own)}
+    slowest = sorted(timed, key=lambda pair: -pair[1].get("wall", 0.0))[:SLOWEST]
+    return {"checks": checks, "submission": submission, "worker_start": start,
+            "harness": round(max(checks - submission - start, 0.0), 2), "areas": areas,
+            "slowest": [{"name": e["name"], "wall": s.get("wall", 0.0), "submission": s.get("submission", 0.0)}
+                        for e, s in slowest]}
 
 
 def _test(name, area, items, outcome, output, weight) -> dict:

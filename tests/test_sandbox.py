@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import time
 
 import pytest
@@ -110,13 +111,40 @@ def test_the_harness_never_unpickles_objects():
             return (print, ("pwned",))
 
     buffer = io.BytesIO()
-    torch.save({"ok": True, "value": Evil()}, buffer)
+    torch.save({"ok": True, "value": Evil()}, buffer)  # a pickle is not a reply, whatever it holds
     with pytest.raises(wire.WireError):
         wire.load(buffer.getvalue())
-    buffer = io.BytesIO()
-    torch.save({"ok": True, "value": torch.nn.Parameter(torch.zeros(1))}, buffer)
-    with pytest.raises(wire.WireError, match="Parameter"):
-        wire.load(buffer.getvalue())
+    with pytest.raises(TypeError, match="Parameter|cannot be sent"):
+        wire.dump({"ok": True, "value": Evil()})
+
+
+def reply(document: dict, data: bytes = b"") -> bytes:
+    text = json.dumps(document).encode()
+    return wire.HEADER.pack(len(text)) + text + data
+
+
+@pytest.mark.parametrize("record, why", [
+    ({"$tensor": ["object", [1], 0]}, "unknown dtype"),
+    ({"$tensor": ["float32", [4], 0]}, "outside the reply"),
+    ({"$tensor": ["float32", [-1], 0]}, "invalid shape"),
+    ({"$tensor": ["float32", [1], 0], "more": 1}, "malformed"),
+    ({"$tensor": "float32"}, "malformed"),
+])
+def test_tensor_records_are_checked_against_the_reply(record, why):
+    with pytest.raises(wire.WireError, match=why):
+        wire.load(reply({"ok": True, "value": record}, bytes(8)))
+
+
+def test_replies_round_trip_values_and_tensors():
+    values = [torch.randn(2, 3), torch.tensor(True), torch.zeros(0, 3), torch.ones(2, dtype=torch.bfloat16),
+              torch.arange(5)[::2], torch.tensor(7)]
+    message = wire.load(wire.dump({"ok": True, "value": [*values, 1.5, float("inf"), None, "text", [1, (2,)]]}))
+    got = message["value"]
+    for sent, back in zip(values, got):
+        assert type(back) is torch.Tensor and back.dtype == sent.dtype and torch.equal(back, sent)
+    assert got[len(values):] == [1.5, float("inf"), None, "text", [1, [2]]]
+    with pytest.raises(wire.WireError, match="truncated"):
+        wire.load(wire.dump({"ok": True})[:-3])
 
 
 def test_missing_submission_is_a_clear_worker_error(tmp_path):

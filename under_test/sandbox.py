@@ -10,6 +10,7 @@ check, once the worker has died, later requests fail at once with the same cause
 from __future__ import annotations
 
 import json
+import math
 import os
 import pickle
 import select
@@ -63,6 +64,27 @@ class WorkerDied(BaseException):
 
 
 @dataclass
+class Clock:
+    """Where a process's time with its sandboxes went, in seconds (cumulative; read it before and after).
+
+    `submission`: inside the submission's code (its definitions while loading, then each request, as the
+    worker measures it, never more than the request's round trip); `requests`: the round trips of
+    requests (the submission's time, plus sending inputs and reading replies); `starting`: starting
+    workers (importing torch, loading the definitions).
+    """
+
+    submission: float = 0.0
+    requests: float = 0.0
+    starting: float = 0.0
+
+    def read(self) -> tuple[float, float, float]:
+        return self.submission, self.requests, self.starting
+
+
+CLOCK = Clock()  # every sandbox of this process (the graded one and those that lend trusted blocks)
+
+
+@dataclass
 class LoadInfo:
     failed: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
@@ -100,13 +122,18 @@ class Sandbox:
         finish within N s"), the rest of the submission is graded, and later restarts of this
         sandbox never wait for it again.
         """
-        while True:
-            self._spawn()
-            try:
-                hello = self._await_hello()
-                break
-            except _StuckLoading as stuck:
-                self.skipped[stuck.index] = stuck.reason
+        started = time.perf_counter()
+        try:
+            while True:
+                self._spawn()
+                try:
+                    hello = self._await_hello()
+                    break
+                except _StuckLoading as stuck:
+                    self.skipped[stuck.index] = stuck.reason
+        finally:
+            CLOCK.starting += time.perf_counter() - started
+        CLOCK.submission += _seconds(hello, time.perf_counter() - started)
         value = hello["value"]
         self.load_info = LoadInfo(dict(value["failed"]), list(value["notes"]))
         return self.load_info
@@ -214,7 +241,12 @@ class Sandbox:
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
-        reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+        started = time.perf_counter()
+        try:
+            reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+        finally:
+            CLOCK.requests += time.perf_counter() - started
+        CLOCK.submission += _seconds(reply, time.perf_counter() - started)
         self._note_blocked(reply)
         layers = reply.get("torch_layers")
         if isinstance(layers, list):
@@ -236,19 +268,19 @@ class Sandbox:
             self.poisoned = died
             raise died from None
 
-    def _read(self, size: int, deadline: float) -> bytes:
+    def _read(self, size: int, deadline: float) -> bytearray:
         fd = self.process.stdout.fileno()
-        chunks = []
-        while size:
+        buffer = bytearray(size)
+        view, done = memoryview(buffer), 0
+        while done < size:
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
                 raise TimeoutError
-            chunk = os.read(fd, min(size, 1 << 20))
-            if not chunk:
+            count = os.readv(fd, [view[done:]])
+            if not count:
                 raise EOFError
-            chunks.append(chunk)
-            size -= len(chunk)
-        return b"".join(chunks)
+            done += count
+        return buffer
 
     def _death(self, error: Exception, timeout: float, doing: str) -> WorkerDied:
         if isinstance(error, TimeoutError):
@@ -339,6 +371,12 @@ class Sandbox:
         fields = reply.get("args")
         return reply["result"], {"fields": dict(fields) if isinstance(fields, dict) else {},
                                  "type": str(reply.get("args_type"))}
+
+
+def _seconds(reply: dict, most: float) -> float:
+    """The time the worker says it spent, within [0, the round trip]: a submission cannot bend the clock."""
+    value = reply.get("seconds")
+    return min(max(value, 0.0), most) if type(value) is float and math.isfinite(value) else 0.0
 
 
 def _floats(values: object, what: str) -> list[float]:
@@ -434,4 +472,4 @@ def _children() -> list[int]:
     return children
 
 
-__all__ = ["Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]
+__all__ = ["CLOCK", "Clock", "Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

@@ -1,15 +1,21 @@
 """The data that crosses between the harness and the sandbox worker.
 
 Harness -> worker: pickled requests (the harness is trusted; the worker may read them).
-Worker -> harness: `torch.save` bytes read back with `torch.load(weights_only=True)`,
-which rebuilds only tensors and plain containers, never arbitrary objects; the
-harness then checks every node's exact type. Tensors come back tagged with the type
-the submission really returned, so a Tensor subclass or a look-alike is visible.
+Worker -> harness: never a pickle. A reply is a JSON document (plain values, lists and
+string-keyed objects) followed by the raw bytes of the tensors it holds; a tensor is the
+object `{"$tensor": [dtype, shape, offset]}` in the document. The harness parses the JSON
+(which can only build plain values), rebuilds each tensor from a dtype it knows, a shape
+and a byte range it checks against the payload, and then checks every node's exact type.
+Tensors come back tagged with the type the submission really returned, so a Tensor
+subclass or a look-alike is visible.
+
+    payload = JSON length (8 bytes, big-endian) | JSON (UTF-8) | tensor bytes (each at an offset
+              that is a multiple of 64)
 """
 
 from __future__ import annotations
 
-import io
+import json
 import struct
 from dataclasses import dataclass
 
@@ -17,6 +23,11 @@ import torch
 
 HEADER = struct.Struct(">Q")
 PLAIN = (str, int, float, bool, type(None))
+TENSOR = "$tensor"
+ALIGN = 64
+DTYPES = {str(dtype).removeprefix("torch."): dtype for dtype in (
+    torch.float16, torch.bfloat16, torch.float32, torch.float64, torch.complex64, torch.complex128,
+    torch.uint8, torch.int8, torch.int16, torch.int32, torch.int64, torch.bool)}
 
 
 class WireError(Exception):
@@ -58,7 +69,7 @@ def encode(obj: object, keep) -> object:
         data = obj.detach()
         if type(data) is not torch.Tensor:
             data = data.as_subclass(torch.Tensor)
-        return {"kind": "tensor", "type": type_name(obj), "data": data.clone(), "grad": bool(obj.requires_grad)}
+        return {"kind": "tensor", "type": type_name(obj), "data": data, "grad": bool(obj.requires_grad)}
     if type(obj) in PLAIN:
         return obj
     if type(obj) in (list, tuple):
@@ -69,23 +80,103 @@ def encode(obj: object, keep) -> object:
 
 
 def dump(message: dict) -> bytes:
-    buffer = io.BytesIO()
-    torch.save(message, buffer)
-    return buffer.getvalue()
+    """The reply as bytes: JSON for the structure, the tensors' raw bytes after it."""
+    blobs: list[bytes] = []
+    size = 0
+
+    def plain(node: object) -> object:
+        nonlocal size
+        if isinstance(node, torch.Tensor):
+            data = _dense(node)
+            offset = -(-size // ALIGN) * ALIGN
+            raw = memoryview(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else b""
+            if offset > size:
+                blobs.append(bytes(offset - size))
+            blobs.append(raw)
+            size = offset + len(raw)
+            return {TENSOR: [str(data.dtype).removeprefix("torch."), list(data.shape), offset]}
+        if type(node) in (list, tuple):
+            return [plain(item) for item in node]
+        if type(node) is dict:
+            return {str(key): plain(value) for key, value in node.items()}
+        if type(node) in PLAIN:
+            return node
+        raise TypeError(f"a {type_name(node)} cannot be sent to the harness")
+
+    document = json.dumps(plain(message), allow_nan=True).encode()
+    return b"".join([HEADER.pack(len(document)), document, *blobs])
+
+
+def _dense(tensor: torch.Tensor) -> torch.Tensor:
+    """A plain, contiguous, CPU copy of a tensor's values, in a dtype the harness rebuilds."""
+    data = tensor.detach()
+    if type(data) is not torch.Tensor:
+        data = data.as_subclass(torch.Tensor)
+    if data.layout != torch.strided:
+        data = data.to_dense()
+    data = data.resolve_conj().resolve_neg().cpu().contiguous()
+    if str(data.dtype).removeprefix("torch.") not in DTYPES:
+        raise TypeError(f"a tensor of dtype {data.dtype} cannot be sent to the harness")
+    return data
 
 
 # ---- harness side ------------------------------------------------------------------
 
 
-def load(payload: bytes) -> dict:
+def load(payload: bytes | bytearray) -> dict:
+    """The worker's reply, rebuilt from plain JSON and checked tensor records; anything else is a WireError."""
+    buffer = payload if isinstance(payload, bytearray) else bytearray(payload)
+    if len(buffer) < HEADER.size:
+        raise WireError("a truncated reply from the worker")
+    length = HEADER.unpack_from(buffer)[0]
+    start = HEADER.size + length
+    if start > len(buffer):
+        raise WireError("a truncated reply from the worker")
     try:
-        message = torch.load(io.BytesIO(payload), weights_only=True)
-    except Exception as error:  # noqa: BLE001 - anything unreadable is the worker's fault
+        document = json.loads(bytes(buffer[HEADER.size:start]).decode())
+    except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise WireError(f"unreadable reply from the worker: {error}") from error
+    view = memoryview(buffer)[start:]
+
+    def rebuild(node: object) -> object:
+        if type(node) is list:
+            return [rebuild(item) for item in node]
+        if type(node) is dict:
+            if TENSOR in node:
+                return _tensor(node, view)
+            return {key: rebuild(value) for key, value in node.items()}
+        return node
+
+    try:
+        message = rebuild(document)
+    except RecursionError as error:
+        raise WireError("a reply nested too deeply") from error
     _check_plain(message)
     if type(message) is not dict:
         raise WireError("the worker's reply is not a dict")
     return message
+
+
+def _tensor(record: dict, data: memoryview) -> torch.Tensor:
+    spec = record.get(TENSOR)
+    if len(record) != 1 or type(spec) is not list or len(spec) != 3:
+        raise WireError("a malformed tensor record")
+    dtype_name, shape, offset = spec
+    dtype = DTYPES.get(dtype_name) if type(dtype_name) is str else None
+    if dtype is None:
+        raise WireError(f"a tensor of unknown dtype {dtype_name!r}")
+    if type(shape) is not list or not all(type(n) is int and 0 <= n < 2**40 for n in shape) or len(shape) > 32 \
+            or type(offset) is not int or offset < 0:
+        raise WireError("a tensor record with an invalid shape or offset")
+    numel = 1
+    for n in shape:
+        numel *= n
+    nbytes = numel * dtype.itemsize
+    if offset + nbytes > len(data):
+        raise WireError("a tensor record pointing outside the reply")
+    if numel == 0:
+        return torch.empty(shape, dtype=dtype)
+    return torch.frombuffer(data, dtype=dtype, count=numel, offset=offset).reshape(shape)
 
 
 def _check_plain(node: object) -> None:
