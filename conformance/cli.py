@@ -1,7 +1,8 @@
 """`conformance grade` (CONTRACT section 5) and `conformance check` (the learner's edit loop).
 
-Each submission is graded by its own `pytest` process (the harness), which in turn
-runs the submission's code in a sandbox worker. Exit status: 0 when every submission
+Each submission is graded by its own harness process (a pytest session), forked from
+the command once it has imported the harness and built its oracles; the harness runs
+the submission's code in a sandbox worker. Exit status: 0 when every submission
 was graded, whatever the grades; 2 when the harness itself could not run (bad
 arguments, unreadable path).
 """
@@ -12,13 +13,13 @@ import argparse
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from under_test import sandbox
@@ -29,7 +30,6 @@ from . import report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
-_CHILDREN = threading.Lock()  # starting a harness and ending adopted orphans never overlap
 PROFILES = ("conformance", "dev", "thorough", "corpus")
 
 
@@ -52,6 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     _common(check)
     check.set_defaults(run=_check)
 
+    if argv is None and sys.argv[1:2] == ["grade"] and os.environ.get("PYTHONHASHSEED") != "0":
+        # Same submission, same installation, same results.json: string hashing (set order) fixed for the harnesses.
+        os.execve(sys.executable, [sys.executable, "-m", "conformance.cli", *sys.argv[1:]],
+                  dict(os.environ, PYTHONHASHSEED="0"))
     options, extra = parser.parse_known_args(argv)
     if extra and options.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
@@ -76,7 +80,11 @@ def _common(parser: argparse.ArgumentParser) -> None:
 
 
 def _pytest_command(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
-    command = [sys.executable, "-m", "pytest", "--pyargs", "conformance.checks", "--impl", str(impl),
+    return [sys.executable, "-m", "pytest", *_pytest_arguments(impl, options, ini)]
+
+
+def _pytest_arguments(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
+    command = ["--pyargs", "conformance.checks", "--impl", str(impl),
                "-c", str(ini), "--rootdir", str(ini.parent), "-p", "no:cacheprovider",
                f"--hypothesis-profile={options.profile}", f"--probe-timeout={options.probe_timeout}",
                f"--memory-mb={options.memory_mb}", f"--load-timeout={options.load_timeout}"]
@@ -133,60 +141,148 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
 
     rows = []
     sandbox.become_subreaper()
-    with ThreadPoolExecutor(max_workers=max(1, options.jobs)) as pool:
-        for row in pool.map(lambda s: _grade_one(s[0], s[1], out / s[0], options), submissions):
-            rows.append(row)
-            print(f"{row['name']}: {row['score']:g}/{row['max_score']:g}, gate {row['gate']}"
-                  + (f" ({row['error']})" if row["error"] else ""), flush=True)
+    _import_harness()
+    waiting = list(submissions)
+    running: dict[int, _Running] = {}
+    warm = False
+    try:
+        while waiting or running:
+            while waiting and len(running) < max(1, options.jobs):
+                name, path = waiting.pop(0)
+                job = _launch(name, path, out / name, options)
+                running[job.pid] = job
+            if not warm and waiting:  # while the first harnesses run: those forked later find the oracles built
+                _warm_oracles()
+                warm = True
+            for job in list(running.values()):
+                error = _poll(job, options.timeout)
+                if error is None:
+                    continue
+                del running[job.pid]
+                row = _finish(job, error, options)
+                rows.append(row)
+                print(f"{row['name']}: {row['score']:g}/{row['max_score']:g}, gate {row['gate']}"
+                      + (f" ({row['error']})" if row["error"] else ""), flush=True)
+            if running:
+                time.sleep(0.05)
+    finally:
+        for job in running.values():  # interrupted: no harness (nor what it started) outlives the command
+            _end(job.pid)
+        sandbox.kill_adopted()
     _write_summary(out / "summary.csv", rows)
     return 2 if unreadable else 0
 
 
-def _grade_one(name: str, path: Path, directory: Path, options: argparse.Namespace) -> dict:
+def _import_harness() -> None:
+    """Import the harness once: each submission's harness is a fork of this process and starts in milliseconds."""
+    import importlib
+
+    import torch
+
+    torch.set_num_threads(1)  # before any fork: one thread per harness, and no thread pool to inherit
+    import pytest  # noqa: F401
+
+    from . import plugin  # noqa: F401 - registers the Hypothesis profiles
+    for area_id in AREAS:
+        importlib.import_module(f"conformance.checks.test_{area_id}")
+    sandbox.standin_cache()
+
+
+def _warm_oracles() -> None:
+    """Build what every harness builds (the pretrained stand-in's entries and model, the digits), once."""
+    from .checks import test_feature_extraction, test_weight_copy
+
+    test_feature_extraction.pretrained_entries()
+    test_feature_extraction.feature_oracle()
+    test_feature_extraction.digits()
+    test_weight_copy.torchvision_entries()
+    test_weight_copy.pretrained_state()
+
+
+@dataclass
+class _Running:
+    pid: int
+    name: str
+    path: Path
+    directory: Path
+    tmp: Path
+    started: float
+
+
+def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace) -> _Running:
+    """Fork a harness for one submission: a pytest session of its own, in its own process group."""
     directory.mkdir(parents=True, exist_ok=True)
-    results_path = directory / "results.json"
-    results_path.unlink(missing_ok=True)
-    error = ""
-    started = time.monotonic()
-    with tempfile.TemporaryDirectory() as tmp:
-        checks_path = Path(tmp) / "checks.json"
-        command = _pytest_command(path, options, _isolated_ini(Path(tmp))) + \
-            ["--checks-json", str(checks_path), "-q", "-p", "no:randomly"]
-        with open(directory / "log.txt", "w") as log:
-            with _CHILDREN:
-                process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=tmp,
-                                           start_new_session=True,
-                                           env=dict(os.environ, PYTHONHASHSEED="0"))
-                sandbox.LIVE.add(process.pid)
-            try:
-                process.wait(timeout=options.timeout)
-            except subprocess.TimeoutExpired:
-                error = f"grading stopped after the {options.timeout:g} s time limit"
-            finally:
-                try:
-                    os.killpg(process.pid, signal.SIGKILL)
-                except ProcessLookupError:
-                    pass
-                process.wait()
-                with _CHILDREN:
-                    sandbox.LIVE.discard(process.pid)
-                    sandbox.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
+    (directory / "results.json").unlink(missing_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
+    arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
+        ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"]
+    log = directory / "log.txt"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the harness: never returns
+        code = 3
         try:
-            checks = json.loads(checks_path.read_text())
-            entries, load = checks["entries"], checks["load"]
-        except (OSError, ValueError, KeyError, TypeError):
-            entries, load = [], None
-            error = error or f"the harness produced no results (see {directory / 'log.txt'})"
-    data = report.build(entries, impl=str(path), strict=options.strict, final=True, load=load)
-    data["execution_time"] = round(time.monotonic() - started, 1)
+            os.setsid()
+            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+            os.dup2(fd, 1)
+            os.dup2(fd, 2)
+            os.chdir(tmp)
+            sandbox.LIVE.clear()
+            sandbox.forget_subreaper()  # not inherited: this harness adopts its own workers' orphans
+            import pytest
+
+            code = int(pytest.main(arguments))
+        finally:
+            os._exit(code)
+    sandbox.LIVE.add(pid)
+    return _Running(pid, name, path, directory, tmp, time.monotonic())
+
+
+def _poll(job: _Running, timeout: float) -> str | None:
+    """None while the harness runs; "" when it has finished; the reason when it was stopped."""
+    done, _ = os.waitpid(job.pid, os.WNOHANG)
+    if done:
+        _end(job.pid, reaped=True)
+        return ""
+    if time.monotonic() - job.started > timeout:
+        _end(job.pid)
+        return f"grading stopped after the {timeout:g} s time limit"
+    return None
+
+
+def _end(pid: int, reaped: bool = False) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # the harness and whatever stayed in its group
+    except (ProcessLookupError, PermissionError):
+        pass
+    if not reaped:
+        try:
+            os.waitpid(pid, 0)
+        except ChildProcessError:
+            pass
+    sandbox.LIVE.discard(pid)
+    sandbox.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
+
+
+def _finish(job: _Running, error: str, options: argparse.Namespace) -> dict:
+    try:
+        checks = json.loads((job.tmp / "checks.json").read_text())
+        entries, load = checks["entries"], checks["load"]
+    except (OSError, ValueError, KeyError, TypeError):
+        entries, load = [], None
+        error = error or f"the harness produced no results (see {job.directory / 'log.txt'})"
+    shutil.rmtree(job.tmp, ignore_errors=True)
+    data = report.build(entries, impl=str(job.path), strict=options.strict, final=True, load=load)
+    data["execution_time"] = round(time.monotonic() - job.started, 1)
     data["timing"]["total"] = data["execution_time"]
     data["timing"]["startup"] = round(max(data["execution_time"] - data["timing"]["checks"], 0.0), 2)
     if error:
         data["output"] = "\n".join(filter(None, [error, data["output"]]))
-    results_path.write_text(json.dumps(data, indent=2))
-    (directory / "feedback.md").write_text(report.feedback(data, name))
+    (job.directory / "results.json").write_text(json.dumps(data, indent=2))
+    (job.directory / "feedback.md").write_text(report.feedback(data, job.name))
     return {
-        "name": name, "path": str(path), "score": data["score"], "max_score": data["max_score"],
+        "name": job.name, "path": str(job.path), "score": data["score"], "max_score": data["max_score"],
         "gate": data["rubric"]["gate"], "items_passed": data["rubric"]["items_passed"],
         "must_pass_failed": " ".join(data["rubric"]["must_pass_failed"]),
         **{area: data["areas"][area]["status"] for area in AREAS},

@@ -16,6 +16,7 @@ from pathlib import Path
 import hypothesis.errors
 import pytest
 from hypothesis import HealthCheck, Phase, settings
+from hypothesis.internal.conjecture import engine
 
 from under_test.loader import Program, extract
 from under_test.sandbox import (CLOCK, DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
@@ -23,7 +24,7 @@ from under_test.sandbox import (CLOCK, DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, 
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
-from . import report, rootcause
+from . import budgets, report, rootcause
 from .areas import AREAS, items_of
 from .compare import CheckFailure
 
@@ -89,11 +90,32 @@ def pytest_configure(config: pytest.Config) -> None:
         torch.set_num_threads(1)  # oracles are small; one thread per process keeps xdist and grading fair
         if config.getoption("hypothesis_profile", None) is None:
             settings.load_profile("conformance")
+        engine.MAX_SHRINKING_SECONDS = budgets.SHRINK_SECONDS  # Hypothesis documents it as the knob to set
     config.stash[_RESULTS] = {}
     config.stash[_LOAD] = {"notes": [], "failed": {}}
+    impl = config.getoption("impl")
+    if impl and Path(impl).exists() and not config.getoption("collectonly") and not hasattr(config, "workerinput"):
+        # The worker imports torch and loads the submission while this process collects the checks.
+        box = new_sandbox(config)
+        box.launch()
+        config.stash[_EARLY] = box
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    box = config.stash.get(_EARLY, None)
+    if box is not None:
+        box.stop()
+    rootcause.stop_lending(config)
+
+
+def new_sandbox(config: pytest.Config) -> Sandbox:
+    return Sandbox(config.getoption("impl"), aliases=parse_aliases(config.getoption("alias")),
+                   timeout=config.getoption("probe_timeout"), memory_mb=config.getoption("memory_mb"),
+                   load_timeout=config.getoption("load_timeout"))
 
 
 _RESULTS = pytest.StashKey[dict]()
+_EARLY = pytest.StashKey[Sandbox]()  # the sandbox launched at configure time, taken by the `sandbox` fixture
 _LOAD = pytest.StashKey[dict]()  # what loading the submission said: notes (read problems, skipped imports), failures
 
 
@@ -160,14 +182,14 @@ def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def sandbox(pytestconfig: pytest.Config, program: Program, aliases: dict[str, str]):
-    box = Sandbox(pytestconfig.getoption("impl"), aliases=aliases,
-                  timeout=pytestconfig.getoption("probe_timeout"), memory_mb=pytestconfig.getoption("memory_mb"),
-                  load_timeout=pytestconfig.getoption("load_timeout"))
+def sandbox(pytestconfig: pytest.Config, program: Program):
+    box = pytestconfig.stash.get(_EARLY, None) or new_sandbox(pytestconfig)
     load = pytestconfig.stash[_LOAD]
     try:
         if program.definitions:
             box.start()
+        else:
+            box.stop()
     except WorkerDied as died:
         load["notes"].append(f"the worker could not start: {died}")  # each check reports it too
     load["failed"].update(box.load_info.failed)
@@ -286,6 +308,8 @@ _STARTED = pytest.StashKey[tuple]()  # when a check's setup began, and the sandb
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
+    if item.get_closest_marker("area"):
+        budgets.apply(getattr(item, "obj", None))  # its example count, under the profile of this run
 
 
 def seconds(item: pytest.Item) -> dict[str, float]:

@@ -41,15 +41,42 @@ def eligible(item: pytest.Item, error: BaseException) -> bool:
     return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception))  # not WorkerDied
 
 
+KEPT = 2  # lending workers kept warm for the next composite check (all blocks lent, and the one block to blame)
+_LENDING = pytest.StashKey[dict]()
+
+
+def lending(item: pytest.Item, trusted: list[str]) -> Sandbox:
+    """The session's worker with these `trusted` blocks lent (started once; the least recently used of more than
+    `KEPT` is stopped). Never the graded worker: that one runs the submission's blocks only."""
+    pool = item.config.stash.setdefault(_LENDING, {})
+    key = tuple(sorted(trusted))
+    box = pool.pop(key, None)
+    if box is None:
+        own: Sandbox = item.funcargs["sandbox"]
+        box = Sandbox(own.impl, aliases=own.aliases, timeout=own.timeout, memory_mb=own.memory_mb, trusted=trusted,
+                      load_timeout=own.load_timeout, skipped=own.skipped)
+    pool[key] = box  # the most recently used last
+    while len(pool) > KEPT:
+        pool.pop(next(iter(pool))).stop()
+    return box
+
+
+def stop_lending(config: pytest.Config) -> None:
+    for box in config.stash.get(_LENDING, {}).values():
+        box.stop()
+    config.stash[_LENDING] = {}
+
+
 def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
-    """Run the check again, its sandbox a fresh worker with `trusted` blocks lent; does it pass?"""
+    """Run the check again, its sandbox a worker with `trusted` blocks lent; does it pass?"""
     own: Sandbox = item.funcargs["sandbox"]
-    box = Sandbox(own.impl, aliases=own.aliases, timeout=own.timeout, memory_mb=own.memory_mb, trusted=trusted,
-                  load_timeout=own.load_timeout, skipped=own.skipped)
     saved = list(item.user_properties)
-    item.funcargs["sandbox"] = box
     try:
-        box.start()
+        box = lending(item, trusted)
+        if box.process is None:
+            box.start()
+        box.begin_check()
+        item.funcargs["sandbox"] = box
         item.runtest()
         return True
     except KeyboardInterrupt:
@@ -59,7 +86,6 @@ def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
     finally:
         item.funcargs["sandbox"] = own
         item.user_properties[:] = saved
-        box.stop()
 
 
 def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:

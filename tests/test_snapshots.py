@@ -134,8 +134,22 @@ def test_extension_stores_numbers_by_name():
 
 def test_standin_sha256_is_stable_in_process():
     cached = standin.state_dict_sha256(standin.standin_state_dict())
-    regenerated = standin.state_dict_sha256(standin._standin_state_dict.__wrapped__(standin.SEED))
+    regenerated = standin.state_dict_sha256(standin._generate(standin.SEED))
     assert cached == regenerated == standin.STANDIN_SHA256
+
+
+def test_the_standin_cache_is_used_only_when_its_hash_is_right(tmp_path, monkeypatch):
+    monkeypatch.setenv(standin.CACHE_ENV, str(tmp_path / "standin.pt"))
+    assert standin._read_cache() is None  # absent
+    path = standin.ensure_cache()
+    assert path == tmp_path / "standin.pt" and path.is_file()
+    assert standin.state_dict_sha256(standin._read_cache()) == standin.STANDIN_SHA256
+    state = standin._generate(standin.SEED)
+    state["fc.bias"][0] += 1.0  # a tampered (or stale) file is ignored, and replaced by ensure_cache
+    torch.save(state, path)
+    assert standin._read_cache() is None
+    standin.ensure_cache()
+    assert standin.state_dict_sha256(standin._read_cache()) == standin.STANDIN_SHA256
 
 
 def test_standin_sha256_is_stable_in_a_fresh_process():

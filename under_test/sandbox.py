@@ -9,10 +9,10 @@ check, once the worker has died, later requests fail at once with the same cause
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
-import pickle
 import select
 import shutil
 import signal
@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+
+from fixtures import standin
 
 from . import wire
 from .wire import HEADER, Handle, Returned
@@ -108,12 +110,19 @@ class Sandbox:
         self.load_info = LoadInfo()
         self.poisoned: WorkerDied | None = None
         self.restarts = 0
+        self._launched = False  # a worker was spawned ahead (`launch`) and is importing torch meanwhile
         self._log = tempfile.TemporaryFile()
 
     def __repr__(self) -> str:
         return "sandbox"
 
     # ---- life cycle ----
+    def launch(self) -> None:
+        """Spawn the worker now and return at once: it imports torch while the harness gets ready; `start`
+        then only waits for it to have loaded the submission."""
+        self._spawn()
+        self._launched = True
+
     def start(self) -> LoadInfo:
         """Start the worker and load the submission's definitions, each within `load_timeout`.
 
@@ -125,7 +134,9 @@ class Sandbox:
         started = time.perf_counter()
         try:
             while True:
-                self._spawn()
+                if not self._launched:
+                    self._spawn()
+                self._launched = False
                 try:
                     hello = self._await_hello()
                     break
@@ -153,6 +164,7 @@ class Sandbox:
                    CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="",
                    HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private,
                    TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent))
+        env[standin.CACHE_ENV] = standin_cache()
         root = str(Path(__file__).resolve().parent.parent)
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
         self.process = subprocess.Popen(
@@ -185,6 +197,7 @@ class Sandbox:
             return message
 
     def stop(self) -> None:
+        self._launched = False
         if self.process is not None:
             try:
                 os.killpg(self.process.pid, 9)
@@ -235,9 +248,10 @@ class Sandbox:
         if self.process is None or self.process.poll() is not None:
             self.restarts += 1
             self.start()
-        payload = pickle.dumps((verb, args, kwargs))
+        payload = wire.dump_request((verb, args, kwargs))
         try:
-            self.process.stdin.write(HEADER.pack(len(payload)) + payload)
+            self.process.stdin.write(HEADER.pack(len(payload)))
+            self.process.stdin.write(payload)
             self.process.stdin.flush()
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
@@ -373,6 +387,12 @@ class Sandbox:
                                  "type": str(reply.get("args_type"))}
 
 
+@functools.lru_cache(maxsize=1)
+def standin_cache() -> str:
+    """The stand-in's cache file, made once per machine, which every worker reads instead of generating it."""
+    return str(standin.ensure_cache()) if standin.pretrained_source() == "standin" else ""
+
+
 def _seconds(reply: dict, most: float) -> float:
     """The time the worker says it spent, within [0, the round trip]: a submission cannot bend the clock."""
     value = reply.get("seconds")
@@ -434,6 +454,11 @@ def become_subreaper() -> bool:
         except (OSError, AttributeError):
             _SUBREAPER.append(False)
     return _SUBREAPER[0]
+
+
+def forget_subreaper() -> None:
+    """In a forked child: the parent's subreaper flag is not inherited, so `become_subreaper` must ask again."""
+    _SUBREAPER.clear()
 
 
 def kill_adopted() -> int:

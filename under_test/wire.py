@@ -15,7 +15,9 @@ subclass or a look-alike is visible.
 
 from __future__ import annotations
 
+import io
 import json
+import pickle
 import struct
 from dataclasses import dataclass
 
@@ -118,6 +120,76 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
     if str(data.dtype).removeprefix("torch.") not in DTYPES:
         raise TypeError(f"a tensor of dtype {data.dtype} cannot be sent to the harness")
     return data
+
+
+# ---- requests (harness -> worker): a pickle whose tensors travel as raw bytes ----------------------------
+
+class RequestPickler(pickle.Pickler):
+    """Pickles a request; every CPU tensor's storage goes after the pickle as raw bytes (once per storage, so
+    views keep sharing it), and the tensor as (storage, dtype, size, stride, offset): the worker rebuilds it
+    exactly, strides included, without torch's per-storage serialisation."""
+
+    def __init__(self, file):
+        super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
+        self.storages: dict[int, tuple[int, memoryview]] = {}  # data_ptr -> (offset in the blob area, bytes)
+        self.size = 0
+
+    def persistent_id(self, obj):
+        if not isinstance(obj, torch.Tensor) or type(obj) not in (torch.Tensor, torch.nn.Parameter) \
+                or obj.layout != torch.strided or obj.device.type != "cpu" or obj.is_conj() or obj.is_neg() \
+                or str(obj.dtype).removeprefix("torch.") not in DTYPES or (obj.requires_grad and not obj.is_leaf):
+            return None
+        storage = obj.untyped_storage()
+        key = storage.data_ptr()
+        if key not in self.storages:
+            raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy()) if storage.nbytes() else b""
+            offset = -(-self.size // ALIGN) * ALIGN
+            self.storages[key] = (offset, raw)
+            self.size = offset + len(raw)
+        offset, raw = self.storages[key]
+        return ("tensor", offset, len(raw), str(obj.dtype).removeprefix("torch."), tuple(obj.shape), obj.stride(),
+                obj.storage_offset(), bool(obj.requires_grad), type(obj) is torch.nn.Parameter)
+
+    def blobs(self) -> list:
+        parts, end = [], 0
+        for offset, raw in sorted(self.storages.values(), key=lambda pair: pair[0]):
+            parts += [bytes(offset - end), raw]
+            end = offset + len(raw)
+        return parts
+
+
+def dump_request(request: object) -> bytes:
+    buffer = io.BytesIO()
+    pickler = RequestPickler(buffer)
+    pickler.dump(request)
+    document = buffer.getvalue()
+    return b"".join([HEADER.pack(len(document)), document, *pickler.blobs()])
+
+
+class RequestUnpickler(pickle.Unpickler):
+    """The worker's side of `RequestPickler` (the request comes from the trusted harness)."""
+
+    def __init__(self, payload: bytearray, find=None):
+        length = HEADER.unpack_from(payload)[0]
+        super().__init__(io.BytesIO(memoryview(payload)[HEADER.size:HEADER.size + length]))
+        self.data = memoryview(payload)[HEADER.size + length:]
+        self.storages: dict[int, torch.UntypedStorage] = {}
+        self.find = find
+
+    def find_class(self, module: str, name: str):
+        found = self.find(module, name) if self.find else None
+        return found if found is not None else super().find_class(module, name)
+
+    def persistent_load(self, pid):
+        _, offset, nbytes, dtype, size, stride, storage_offset, requires_grad, parameter = pid
+        if offset not in self.storages:
+            raw = torch.frombuffer(self.data, dtype=torch.uint8, count=nbytes, offset=offset) if nbytes \
+                else torch.empty(0, dtype=torch.uint8)
+            self.storages[offset] = raw.untyped_storage()
+        tensor = torch.empty(0, dtype=DTYPES[dtype]).set_(self.storages[offset], storage_offset, size, stride)
+        if parameter:
+            return torch.nn.Parameter(tensor, requires_grad=requires_grad)
+        return tensor.requires_grad_(requires_grad)
 
 
 # ---- harness side ------------------------------------------------------------------

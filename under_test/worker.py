@@ -10,17 +10,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import io
 import json
 import os
-import pickle
 import resource
 import sys
 import time
 import traceback
 from pathlib import Path
 
-from .wire import HEADER, Handle, dump, encode, type_name
+from .wire import HEADER, Handle, RequestUnpickler, dump, encode, type_name
 
 
 class Worker:
@@ -356,15 +354,15 @@ def _submission_traceback(error: BaseException) -> str:
     return "".join(lines) + f"{type(error).__name__}: {error}"
 
 
-def _read_exact(fd: int, size: int) -> bytes:
-    chunks = []
-    while size:
-        chunk = os.read(fd, size)
-        if not chunk:
+def _read_exact(fd: int, size: int) -> bytearray:
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        count = os.readv(fd, [view[done:]])
+        if not count:
             raise EOFError
-        chunks.append(chunk)
-        size -= len(chunk)
-    return b"".join(chunks)
+        done += count
+    return buffer
 
 
 def _send(fd: int, message: dict) -> None:
@@ -410,19 +408,6 @@ def _die_with_parent() -> None:
         pass
 
 
-class _Requests(pickle.Unpickler):
-    """Reads the harness's requests; the worker's own classes come from the modules it kept, not an import."""
-
-    def __init__(self, stream, modules: dict):
-        super().__init__(stream)
-        self.modules = modules
-
-    def find_class(self, module: str, name: str):
-        if module in self.modules:
-            return getattr(self.modules[module], name)
-        return super().find_class(module, name)
-
-
 def main(argv: list[str] | None = None) -> None:
     _die_with_parent()
     parser = argparse.ArgumentParser(prog="python -m under_test.worker")
@@ -452,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
     # From here on, the harness is out of reach: its packages, its files (`isolation`). Requests still name the
     # wire's classes (Handle), which the worker keeps for itself.
     own_modules = {name: module for name, module in sys.modules.items() if name.startswith("under_test")}
+
+    def kept(module: str, name: str):  # the worker's own classes (Handle) come from the modules it kept
+        return getattr(own_modules[module], name) if module in own_modules else None
     guard = isolation.lock_down(program.path, Path.cwd())
     _cap_memory(options.memory_mb)
     finder = packages.install(program.path, namespace)
@@ -471,7 +459,7 @@ def main(argv: list[str] | None = None) -> None:
     while True:
         try:
             size = HEADER.unpack(_read_exact(request_fd, HEADER.size))[0]
-            verb, args, kwargs = _Requests(io.BytesIO(_read_exact(request_fd, size)), own_modules).load()
+            verb, args, kwargs = RequestUnpickler(_read_exact(request_fd, size), find=kept).load()
         except EOFError:
             return
         started = time.perf_counter()

@@ -575,10 +575,9 @@ def test_simple_mlp_cross_entropy_gradients(sandbox, case):
 from conformance.checks.test_feature_extraction import (  # noqa: E402
     accuracy, describe_losses, loss_fell, run_own_train, skip_unless_own_train,
 )
+from conformance.budgets import MLP, MLP_OWN  # noqa: E402
 from fixtures.digits import mnist_digits  # noqa: E402
 
-MLP_TRAIN_DIGITS, MLP_HELD_OUT_DIGITS = 1000, 300
-MLP_EPOCHS, MLP_BATCH, MLP_LR = 2, 32, 1e-3
 MLP_ARGS_DEFAULTS = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-3}
 # Cross-entropy of a probability vector over 10 classes is at least log(1 + 9/e) (all mass on the right class):
 # a model with softmax inside can never train its loss below it. Logits reach about 0.3 here.
@@ -589,7 +588,7 @@ MIN_OWN_MLP_ACCURACY = 0.60
 
 
 def mlp_digits():
-    return mnist_digits(MLP_TRAIN_DIGITS, MLP_HELD_OUT_DIGITS)
+    return mnist_digits(MLP.train, MLP.held_out)
 
 
 def mlp_outputs(sandbox, handle, x: torch.Tensor, what: str) -> torch.Tensor:
@@ -616,11 +615,10 @@ def test_simple_mlp_training_lowers_the_loss_on_digits(sandbox):
     x, y = train.tensors
     x_held, y_held = held_out.tensors
     handle = sandbox.construct("SimpleMLP")
-    losses = sandbox.fit(handle, x, y, epochs=MLP_EPOCHS, batch_size=MLP_BATCH, lr=MLP_LR)
+    losses = sandbox.fit(handle, x, y, epochs=MLP.epochs, batch_size=MLP.batch, lr=MLP.lr)
     outputs = mlp_outputs(sandbox, handle, x_held, f"SimpleMLP() after training, on {len(y_held)} held-out digits")
     held_loss, score = float(F.cross_entropy(outputs, y_held)), accuracy(outputs, y_held)
-    recipe = (f"Adam(lr={MLP_LR}), F.cross_entropy(model(x), y), {MLP_EPOCHS} epochs of {len(y)} digits "
-              f"(1x28x28) in batches of {MLP_BATCH}")
+    recipe = f"Adam(lr={MLP.lr}), F.cross_entropy(model(x), y), {MLP.recipe()}, 1 channel"
     summary = (f"training loss {describe_losses(losses)}; held-out cross-entropy {held_loss:.3f}, accuracy "
                f"{score:.1%} (chance 10%)")
     if probabilities(outputs):
@@ -639,7 +637,7 @@ def test_simple_mlp_training_own_train_on_digits(sandbox, program, advise):
     plan = skip_unless_own_train(program, "mlp")
     train, held_out = mlp_digits()
     x_held, y_held = held_out.tensors
-    run = run_own_train(sandbox, plan, (train, held_out), MLP_ARGS_DEFAULTS, advise)
+    run = run_own_train(sandbox, plan, (train, held_out), MLP_ARGS_DEFAULTS, advise, MLP_OWN)
     if run is None:
         return
     what = f"the model {run.call} returned"
