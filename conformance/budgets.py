@@ -49,13 +49,84 @@ SHRINK_SECONDS = 3
 
 PROFILE_EXAMPLES = 30  # max_examples of the default (`conformance`) profile, for which the counts below are set
 
-#: Examples per check under the default profile; a check not listed runs the profile's max_examples. Other profiles
-#: scale them (`thorough`, 300, runs ten times as many). Measured with `python -m benchmarks.examples`.
-EXAMPLES: dict[str, int] = {
-    # Each example builds a full ResNet34 (about a second); explicit examples (n_classes=1000) run as well.
-    "test_feature_extraction_backbone_pretrained_and_frozen": 2,
-    "test_feature_extraction_head_is_a_fresh_trainable_linear": 2,
+#: Evidence: for each Hypothesis check, the generated examples (after its explicit ones) it needed to catch every
+#: bug of the corpus that it must catch, under the default profile's inputs (`python -m benchmarks.examples`,
+#: 115 bugs, 2026-12-01; most checks catch most bugs at the first or second example).
+NEEDED: dict[str, int] = {
+    "test_as_strided_mm": 5,
+    "test_as_strided_mv": 6,
+    "test_as_strided_trace": 10,
+    "test_averagepool_means_over_height_and_width": 4,
+    "test_batchnorm_defaults_are_eps_1e5_momentum_01": 1,
+    "test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing": 3,
+    "test_batchnorm_parameters_and_buffers": 1,
+    "test_batchnorm_running_statistics_after_train_steps": 3,
+    "test_batchnorm_train_and_eval_steps_interleaved": 1,
+    "test_batchnorm_train_mode_normalises_with_batch_statistics": 3,
+    "test_blockgroup_forward_matches_torchvision": 3,
+    "test_blockgroup_only_first_block_strides_and_projects": 16,
+    "test_conv1d": 3,
+    "test_conv1d_minimal": 3,
+    "test_conv1d_minimal_simple": 5,
+    "test_conv1d_stride_changes_output_grid": 3,
+    "test_conv2d": 5,
+    "test_conv2d_defaults_are_stride_1_padding_0": 1,
+    "test_conv2d_forward_matches_functional_conv2d": 3,
+    "test_conv2d_minimal": 3,
+    "test_conv2d_output_shape": 3,
+    "test_conv2d_parameters_only_weight": 2,
+    "test_conv2d_positional_and_keyword_construction": 3,
+    "test_conv2d_stride_changes_output_grid": 1,
+    "test_conv2d_translation_equivariance": 3,
+    "test_conv2d_weight_initialisation": 1,
+    "test_flatten_repr": 1,
+    "test_flatten_values": 8,
+    "test_linear_forward": 2,
+    "test_linear_init": 1,
+    "test_linear_parameters": 2,
+    "test_linear_repr": 1,
+    "test_maxpool2d": 6,
+    "test_maxpool2d_default_stride_is_kernel": 1,
+    "test_maxpool2d_pads_with_minus_infinity": 1,
+    "test_maxpool2d_stride_changes_output_grid": 3,
+    "test_maxpool_default_padding_is_one": 5,
+    "test_maxpool_default_stride_is_kernel_size": 5,
+    "test_maxpool_forward_matches_max_pool2d": 7,
+    "test_maxpool_stride_changes_output_grid": 5,
+    "test_pad1d": 3,
+    "test_pad2d": 3,
+    "test_relu_leaves_its_input_untouched": 1,
+    "test_relu_values": 1,
+    "test_residual_each_branch_runs_once": 1,
+    "test_residual_forward_eval_matches_torchvision": 4,
+    "test_residual_forward_train_matches_torchvision": 2,
+    "test_residual_no_relu_before_add_and_identity_gradient": 3,
+    "test_residual_projection_is_strided_1x1_conv": 2,
+    "test_residual_projection_rule": 4,
+    "test_residual_stride_on_first_conv": 1,
+    "test_resnet34_configuration_honoured": 3,
+    "test_resnet34_eval_batch_independent": 1,
+    "test_resnet34_eval_logits_match_reference": 1,
+    "test_resnet34_output_shape": 1,
+    "test_sequential_applies_modules_in_order": 3,
+    "test_sequential_indexing_and_state": 1,
+    "test_simple_mlp_cross_entropy_gradients": 1,
+    "test_simple_mlp_returns_logits": 1,
 }
+
+
+def with_margin(needed: int) -> int:
+    """The example count a check runs: twice what the corpus needed, and at least 8 more, within the profile's."""
+    return min(PROFILE_EXAMPLES, max(2 * needed, needed + 8))
+
+
+#: Examples per check under the default profile; a check not listed runs the profile's max_examples. Other
+#: profiles scale them (`thorough`, 300, runs ten times as many).
+EXAMPLES: dict[str, int] = {name: with_margin(needed) for name, needed in NEEDED.items()}
+# Each feature-extraction example builds a full ResNet34 (about half a second): the explicit example (1000 classes)
+# or the first drawn one caught every bug of the corpus, so one more is drawn for margin, not eight.
+EXAMPLES["test_feature_extraction_backbone_pretrained_and_frozen"] = 2
+EXAMPLES["test_feature_extraction_head_is_a_fresh_trainable_linear"] = 2
 
 
 def examples(check: str) -> int:

@@ -137,7 +137,7 @@ def test_tensor_records_are_checked_against_the_reply(record, why):
 
 def test_replies_round_trip_values_and_tensors():
     values = [torch.randn(2, 3), torch.tensor(True), torch.zeros(0, 3), torch.ones(2, dtype=torch.bfloat16),
-              torch.arange(5)[::2], torch.tensor(7)]
+              torch.arange(5)[::2], torch.tensor(7), torch.arange(4.0)[::2][:1]]  # shape (1,), stride (2,)
     message = wire.load(wire.dump({"ok": True, "value": [*values, 1.5, float("inf"), None, "text", [1, (2,)]]}))
     got = message["value"]
     for sent, back in zip(values, got):

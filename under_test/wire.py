@@ -91,7 +91,7 @@ def dump(message: dict) -> bytes:
         if isinstance(node, torch.Tensor):
             data = _dense(node)
             offset = -(-size // ALIGN) * ALIGN
-            raw = memoryview(data.reshape(-1).view(torch.uint8).numpy()) if data.numel() else b""
+            raw = memoryview(_flat(data).view(torch.uint8).numpy()) if data.numel() else b""
             if offset > size:
                 blobs.append(bytes(offset - size))
             blobs.append(raw)
@@ -107,6 +107,12 @@ def dump(message: dict) -> bytes:
 
     document = json.dumps(plain(message), allow_nan=True).encode()
     return b"".join([HEADER.pack(len(document)), document, *blobs])
+
+
+def _flat(data: torch.Tensor) -> torch.Tensor:
+    """The values in order, with unit stride (a contiguous tensor may still have a size-1 dimension of any stride)."""
+    flat = data.reshape(-1)
+    return flat if flat.stride(0) == 1 else torch.empty(flat.shape, dtype=flat.dtype).copy_(flat)
 
 
 def _dense(tensor: torch.Tensor) -> torch.Tensor:
