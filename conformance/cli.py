@@ -228,6 +228,7 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace)
             os.dup2(fd, 1)
             os.dup2(fd, 2)
             os.chdir(tmp)
+            os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(tmp / ".hypothesis")  # not the caller's folder
             sandbox.LIVE.clear()
             sandbox.forget_subreaper()  # not inherited: this harness adopts its own workers' orphans
             import pytest
