@@ -41,7 +41,7 @@ def eligible(item: pytest.Item, error: BaseException) -> bool:
     return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception))  # not WorkerDied
 
 
-KEPT = 2  # lending workers kept warm for the next composite check (all blocks lent, and the one block to blame)
+KEPT = 4  # lending workers kept warm for the next composite check (all blocks, the suspects, each suspect)
 _LENDING = pytest.StashKey[dict]()
 
 
@@ -91,9 +91,9 @@ def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
 def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
     """The building blocks whose replacement makes the failed check pass (empty: the composite is at fault).
 
-    All the submission's blocks are replaced first; then one at a time, starting with those whose own
-    area has already failed (`failed_areas`), the first that suffices alone is named. When none does
-    alone, the suspects (blocks of failed areas, or else all) are named together.
+    All the submission's blocks are replaced first. Then the suspects (blocks whose own area has already
+    failed, `failed_areas`) together, and if they suffice, each alone: the first that suffices alone is
+    named, else the suspects together. Without suspects, or when they do not suffice, every block alone.
     """
     blocks = own_blocks(item)
     if not blocks or not passes_with(item, blocks):
@@ -101,10 +101,11 @@ def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
     if len(blocks) == 1:
         return blocks
     suspects = [name for name in blocks if BUILDING_BLOCKS[name] in failed_areas]
-    for name in suspects + [name for name in blocks if name not in suspects]:
-        if passes_with(item, [name]):
-            return [name]
-    return suspects or blocks
+    if suspects and (len(suspects) == len(blocks) or passes_with(item, suspects)):
+        if len(suspects) == 1:
+            return suspects
+        return next(([name] for name in suspects if passes_with(item, [name])), suspects)
+    return next(([name] for name in blocks if name not in suspects and passes_with(item, [name])), blocks)
 
 
 def advisory(item: pytest.Item, blocks: list[str]) -> str:
