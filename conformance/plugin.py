@@ -38,7 +38,7 @@ _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.funct
 # No explain phase: it replays hundreds of variants of a failing example, minutes per
 # submission with many failures, for a note the shrunk example already conveys.
 _PHASES = (Phase.explicit, Phase.reuse, Phase.generate, Phase.target, Phase.shrink)
-settings.register_profile("conformance", max_examples=30, derandomize=True, database=None, deadline=None,
+settings.register_profile("conformance", max_examples=budgets.PROFILE_EXAMPLES, derandomize=True, database=None, deadline=None,
                           print_blob=True, report_multiple_bugs=False, suppress_health_check=_SUPPRESS,
                           phases=_PHASES)
 settings.register_profile("dev", max_examples=12, deadline=None, print_blob=True, report_multiple_bugs=False,
