@@ -66,30 +66,24 @@ def measure(bug, limit: int) -> dict:
     from hypothesis import settings
 
     from conformance import budgets
+    from conformance.cli import fork_harness
 
     with tempfile.TemporaryDirectory() as tmp:
         path = bug.write(Path(tmp))
         out = Path(tmp) / "records.json"
-        pid = os.fork()
-        if pid == 0:
-            code = 1
-            try:
-                fd = os.open(Path(tmp) / "log.txt", os.O_WRONLY | os.O_CREAT)
-                os.dup2(fd, 1)
-                os.dup2(fd, 2)
-                os.chdir(ROOT)
-                settings.register_profile("examples", parent=settings.get_profile("corpus"), max_examples=limit)
-                budgets.EXAMPLES.clear()  # every check runs up to `limit` examples while they are counted
-                recorder = FirstFailure()
-                selection = ["-k", " or ".join(bug.checks)] if bug.checks else []
-                pytest.main(["--pyargs", f"conformance.checks.test_{bug.area}", "--impl", str(path), "-q",
-                             "-p", "no:cacheprovider", "-p", "no:randomly", "--hypothesis-profile=examples",
-                             f"--area={bug.area}", *selection], plugins=[recorder])
-                out.write_text(json.dumps(recorder.records))
-                code = 0
-            finally:
-                os._exit(code)
-        os.waitpid(pid, 0)
+
+        def run() -> int:
+            settings.register_profile("examples", parent=settings.get_profile("corpus"), max_examples=limit)
+            budgets.EXAMPLES.clear()  # every check runs up to `limit` examples while they are counted
+            recorder = FirstFailure()
+            selection = ["-k", " or ".join(bug.checks)] if bug.checks else []
+            pytest.main(["--pyargs", f"conformance.checks.test_{bug.area}", "--impl", str(path), "-q",
+                         "-p", "no:cacheprovider", "-p", "no:randomly", "--hypothesis-profile=examples",
+                         f"--area={bug.area}", *selection], plugins=[recorder])
+            out.write_text(json.dumps(recorder.records))
+            return 0
+
+        os.waitpid(fork_harness(run, Path(tmp) / "log.txt", ROOT), 0)
         return json.loads(out.read_text()) if out.exists() else {}
 
 

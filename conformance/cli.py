@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -216,28 +217,39 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace)
     tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
     arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
         ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"]
-    log = directory / "log.txt"
+    pid = fork_harness(lambda: _pytest_main(arguments), directory / "log.txt", tmp)
+    sandbox.LIVE.add(pid)
+    return _Running(pid, name, path, directory, tmp, time.monotonic())
+
+
+def _pytest_main(arguments: list[str]) -> int:
+    import pytest
+
+    return int(pytest.main(arguments))
+
+
+def fork_harness(run: Callable[[], int], log: Path, cwd: Path) -> int:
+    """Run `run()` (a pytest session) in a fork of this process, which has imported the harness already; return
+    the child's pid. The child has its own process group, writes its output to `log`, works in `cwd` (Hypothesis's
+    storage too), adopts its own workers' orphans, and exits with `run()`'s status."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
-    if pid == 0:  # the harness: never returns
-        code = 3
-        try:
-            os.setsid()
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.chdir(tmp)
-            os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(tmp / ".hypothesis")  # not the caller's folder
-            sandbox.LIVE.clear()
-            sandbox.forget_subreaper()  # not inherited: this harness adopts its own workers' orphans
-            import pytest
-
-            code = int(pytest.main(arguments))
-        finally:
-            os._exit(code)
-    sandbox.LIVE.add(pid)
-    return _Running(pid, name, path, directory, tmp, time.monotonic())
+    if pid:
+        return pid
+    code = 3
+    try:
+        os.setsid()
+        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.dup2(fd, 1)
+        os.dup2(fd, 2)
+        os.chdir(cwd)
+        os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(Path(cwd) / ".hypothesis")  # not the caller's folder
+        sandbox.LIVE.clear()
+        sandbox.forget_subreaper()  # the flag is not inherited: ask again
+        code = run()
+    finally:
+        os._exit(code)
 
 
 def _poll(job: _Running, timeout: float) -> str | None:

@@ -315,10 +315,10 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 def seconds(item: pytest.Item) -> dict[str, float]:
     """Where the check's time went so far: its wall time (setup and call), the part inside the submission's
     code, and the part spent starting sandbox workers (the first check starts the graded one)."""
-    wall, (submission, _, starting) = item.stash.get(_STARTED, (time.perf_counter(), CLOCK.read()))
-    now = CLOCK.read()
-    return {"wall": round(time.perf_counter() - wall, 3), "submission": round(now[0] - submission, 3),
-            "worker_start": round(now[2] - starting, 3)}
+    wall, (submission, starting) = item.stash.get(_STARTED, (time.perf_counter(), CLOCK.read()))
+    now_submission, now_starting = CLOCK.read()
+    return {"wall": round(time.perf_counter() - wall, 3), "submission": round(now_submission - submission, 3),
+            "worker_start": round(now_starting - starting, 3)}
 
 
 @pytest.hookimpl(wrapper=True)

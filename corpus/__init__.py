@@ -115,20 +115,11 @@ def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "
 def _run_forked(arguments: list[str], log: Path) -> None:
     import os
 
-    pid = os.fork()
-    if pid == 0:  # the child: a fresh pytest session, its output in the log
-        code = 1
-        try:
-            fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
-            os.dup2(fd, 1)
-            os.dup2(fd, 2)
-            os.chdir(ROOT)
-            import pytest
+    import pytest
 
-            code = int(pytest.main(arguments))
-        finally:
-            os._exit(code)
-    os.waitpid(pid, 0)
+    from conformance.cli import fork_harness
+
+    os.waitpid(fork_harness(lambda: int(pytest.main(arguments)), log, ROOT), 0)
 
 
 def main(argv: list[str]) -> int:

@@ -89,3 +89,15 @@ def test_harness_errors_are_not_charged_and_are_listed():
     assert "harness error" in tests["modules: flatten"]["output"]
     assert tests["modules: relu"]["score"] == AREAS["modules"].weight
     assert data["harness_errors"] == ["modules: flatten"] and data["areas"]["modules"]["status"] == "passed"
+
+
+def test_timing_says_where_the_checks_time_went_per_area():
+    timed = [dict(entry("conv", "passed", "conv: a"), seconds={"wall": 2.0, "submission": 0.5, "worker_start": 1.0}),
+             dict(entry("conv", "failed", "conv: b"), seconds={"wall": 3.0, "submission": 1.0, "worker_start": 0.0}),
+             dict(entry("batchnorm", "passed"), seconds={"wall": 0.5, "submission": 0.25, "worker_start": 0.0}),
+             entry("residual", "pending")]  # not run: no time
+    timing = build(timed)["timing"]
+    assert (timing["checks"], timing["submission"], timing["worker_start"], timing["harness"]) == (5.5, 1.75, 1.0, 2.75)
+    assert timing["areas"] == {"conv": {"wall": 5.0, "submission": 1.5},
+                               "batchnorm": {"wall": 0.5, "submission": 0.25}}
+    assert [check["name"] for check in timing["slowest"]] == ["conv: b", "conv: a", "batchnorm: check"]

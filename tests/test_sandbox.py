@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from under_test import wire
-from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
+from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied, _seconds
 
 HOSTILE = """
 import os, sys
@@ -161,3 +161,9 @@ def test_the_worker_hides_gpus_so_the_machine_does_not_change_the_grade(write):
     """)
     with Sandbox(path) as box:
         assert box.call("where") == [False, ""]
+
+
+@pytest.mark.parametrize("claimed, counted", [(0.5, 0.5), (9.0, 2.0), (-1.0, 0.0), (float("nan"), 0.0),
+                                              ("3", 0.0), (None, 0.0)])
+def test_the_time_a_worker_claims_is_kept_within_the_round_trip(claimed, counted):
+    assert _seconds({"seconds": claimed}, most=2.0) == counted

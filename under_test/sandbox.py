@@ -13,7 +13,6 @@ import functools
 import json
 import math
 import os
-import select
 import shutil
 import signal
 import subprocess
@@ -70,17 +69,15 @@ class Clock:
     """Where a process's time with its sandboxes went, in seconds (cumulative; read it before and after).
 
     `submission`: inside the submission's code (its definitions while loading, then each request, as the
-    worker measures it, never more than the request's round trip); `requests`: the round trips of
-    requests (the submission's time, plus sending inputs and reading replies); `starting`: starting
-    workers (importing torch, loading the definitions).
+    worker measures it, never more than the request's round trip); `starting`: starting workers
+    (importing torch, loading the definitions).
     """
 
     submission: float = 0.0
-    requests: float = 0.0
     starting: float = 0.0
 
-    def read(self) -> tuple[float, float, float]:
-        return self.submission, self.requests, self.starting
+    def read(self) -> tuple[float, float]:
+        return self.submission, self.starting
 
 
 CLOCK = Clock()  # every sandbox of this process (the graded one and those that lend trusted blocks)
@@ -256,10 +253,7 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
         started = time.perf_counter()
-        try:
-            reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
-        finally:
-            CLOCK.requests += time.perf_counter() - started
+        reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
         CLOCK.submission += _seconds(reply, time.perf_counter() - started)
         self._note_blocked(reply)
         layers = reply.get("torch_layers")
@@ -273,28 +267,14 @@ class Sandbox:
     def _receive(self, timeout: float, doing: str) -> dict:
         deadline = time.monotonic() + timeout
         try:
-            header = self._read(HEADER.size, deadline)
-            payload = self._read(HEADER.unpack(header)[0], deadline)
+            fd = self.process.stdout.fileno()
+            payload = wire.read_exact(fd, HEADER.unpack(wire.read_exact(fd, HEADER.size, deadline))[0], deadline)
             return wire.load(payload)
         except (TimeoutError, EOFError, wire.WireError) as error:
             died = self._death(error, timeout, doing)
             self.stop()
             self.poisoned = died
             raise died from None
-
-    def _read(self, size: int, deadline: float) -> bytearray:
-        fd = self.process.stdout.fileno()
-        buffer = bytearray(size)
-        view, done = memoryview(buffer), 0
-        while done < size:
-            left = deadline - time.monotonic()
-            if left <= 0 or not select.select([fd], [], [], left)[0]:
-                raise TimeoutError
-            count = os.readv(fd, [view[done:]])
-            if not count:
-                raise EOFError
-            done += count
-        return buffer
 
     def _death(self, error: Exception, timeout: float, doing: str) -> WorkerDied:
         if isinstance(error, TimeoutError):

@@ -17,8 +17,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import pickle
+import select
 import struct
+import time
 from dataclasses import dataclass
 
 import torch
@@ -83,20 +86,13 @@ def encode(obj: object, keep) -> object:
 
 def dump(message: dict) -> bytes:
     """The reply as bytes: JSON for the structure, the tensors' raw bytes after it."""
-    blobs: list[bytes] = []
-    size = 0
+    blobs = _Blobs()
 
     def plain(node: object) -> object:
-        nonlocal size
         if isinstance(node, torch.Tensor):
             data = _dense(node)
-            offset = -(-size // ALIGN) * ALIGN
-            raw = memoryview(_flat(data).view(torch.uint8).numpy()) if data.numel() else b""
-            if offset > size:
-                blobs.append(bytes(offset - size))
-            blobs.append(raw)
-            size = offset + len(raw)
-            return {TENSOR: [str(data.dtype).removeprefix("torch."), list(data.shape), offset]}
+            offset = blobs.add(memoryview(_flat(data).view(torch.uint8).numpy()) if data.numel() else b"")
+            return {TENSOR: [_dtype_name(data), list(data.shape), offset]}
         if type(node) in (list, tuple):
             return [plain(item) for item in node]
         if type(node) is dict:
@@ -105,8 +101,58 @@ def dump(message: dict) -> bytes:
             return node
         raise TypeError(f"a {type_name(node)} cannot be sent to the harness")
 
-    document = json.dumps(plain(message), allow_nan=True).encode()
-    return b"".join([HEADER.pack(len(document)), document, *blobs])
+    return blobs.frame(json.dumps(plain(message), allow_nan=True).encode())
+
+
+class _Blobs:
+    """Raw bytes that follow a document in a payload, each at an offset (from the end of the document) that is a
+    multiple of ALIGN: `HEADER (the document's length) | document | bytes`."""
+
+    def __init__(self):
+        self.parts: list = []
+        self.size = 0
+
+    def add(self, raw) -> int:
+        offset = -(-self.size // ALIGN) * ALIGN
+        if offset > self.size:
+            self.parts.append(bytes(offset - self.size))
+        self.parts.append(raw)
+        self.size = offset + len(raw)
+        return offset
+
+    def frame(self, document: bytes) -> bytes:
+        return b"".join([HEADER.pack(len(document)), document, *self.parts])
+
+
+def _split(payload: bytearray) -> tuple[memoryview, memoryview]:
+    """A payload's document and the bytes after it."""
+    if len(payload) < HEADER.size:
+        raise WireError("a truncated reply from the worker")
+    end = HEADER.size + HEADER.unpack_from(payload)[0]
+    if end > len(payload):
+        raise WireError("a truncated reply from the worker")
+    view = memoryview(payload)
+    return view[HEADER.size:end], view[end:]
+
+
+def _dtype_name(tensor: torch.Tensor) -> str:
+    return str(tensor.dtype).removeprefix("torch.")
+
+
+def read_exact(fd: int, size: int, deadline: float | None = None) -> bytearray:
+    """`size` bytes from `fd`; with a `deadline` (time.monotonic), TimeoutError when they do not come by then."""
+    buffer = bytearray(size)
+    view, done = memoryview(buffer), 0
+    while done < size:
+        if deadline is not None:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+        count = os.readv(fd, [view[done:]])
+        if not count:
+            raise EOFError
+        done += count
+    return buffer
 
 
 def _flat(data: torch.Tensor) -> torch.Tensor:
@@ -123,7 +169,7 @@ def _dense(tensor: torch.Tensor) -> torch.Tensor:
     if data.layout != torch.strided:
         data = data.to_dense()
     data = data.resolve_conj().resolve_neg().cpu().contiguous()
-    if str(data.dtype).removeprefix("torch.") not in DTYPES:
+    if _dtype_name(data) not in DTYPES:
         raise TypeError(f"a tensor of dtype {data.dtype} cannot be sent to the harness")
     return data
 
@@ -137,48 +183,36 @@ class RequestPickler(pickle.Pickler):
 
     def __init__(self, file):
         super().__init__(file, protocol=pickle.HIGHEST_PROTOCOL)
-        self.storages: dict[int, tuple[int, memoryview]] = {}  # data_ptr -> (offset in the blob area, bytes)
-        self.size = 0
+        self.blobs = _Blobs()
+        self.storages: dict[int, tuple[int, int]] = {}  # data_ptr -> (offset in the blobs, byte count)
 
     def persistent_id(self, obj):
         if not isinstance(obj, torch.Tensor) or type(obj) not in (torch.Tensor, torch.nn.Parameter) \
                 or obj.layout != torch.strided or obj.device.type != "cpu" or obj.is_conj() or obj.is_neg() \
-                or str(obj.dtype).removeprefix("torch.") not in DTYPES or (obj.requires_grad and not obj.is_leaf):
+                or _dtype_name(obj) not in DTYPES or (obj.requires_grad and not obj.is_leaf):
             return None
         storage = obj.untyped_storage()
-        key = storage.data_ptr()
-        if key not in self.storages:
+        if storage.data_ptr() not in self.storages:
             raw = memoryview(torch.empty(0, dtype=torch.uint8).set_(storage).numpy()) if storage.nbytes() else b""
-            offset = -(-self.size // ALIGN) * ALIGN
-            self.storages[key] = (offset, raw)
-            self.size = offset + len(raw)
-        offset, raw = self.storages[key]
-        return ("tensor", offset, len(raw), str(obj.dtype).removeprefix("torch."), tuple(obj.shape), obj.stride(),
-                obj.storage_offset(), bool(obj.requires_grad), type(obj) is torch.nn.Parameter)
-
-    def blobs(self) -> list:
-        parts, end = [], 0
-        for offset, raw in sorted(self.storages.values(), key=lambda pair: pair[0]):
-            parts += [bytes(offset - end), raw]
-            end = offset + len(raw)
-        return parts
+            self.storages[storage.data_ptr()] = (self.blobs.add(raw), len(raw))
+        offset, nbytes = self.storages[storage.data_ptr()]
+        return ("tensor", offset, nbytes, _dtype_name(obj), tuple(obj.shape), obj.stride(), obj.storage_offset(),
+                bool(obj.requires_grad), type(obj) is torch.nn.Parameter)
 
 
 def dump_request(request: object) -> bytes:
     buffer = io.BytesIO()
     pickler = RequestPickler(buffer)
     pickler.dump(request)
-    document = buffer.getvalue()
-    return b"".join([HEADER.pack(len(document)), document, *pickler.blobs()])
+    return pickler.blobs.frame(buffer.getvalue())
 
 
 class RequestUnpickler(pickle.Unpickler):
     """The worker's side of `RequestPickler` (the request comes from the trusted harness)."""
 
     def __init__(self, payload: bytearray, find=None):
-        length = HEADER.unpack_from(payload)[0]
-        super().__init__(io.BytesIO(memoryview(payload)[HEADER.size:HEADER.size + length]))
-        self.data = memoryview(payload)[HEADER.size + length:]
+        document, self.data = _split(payload)
+        super().__init__(io.BytesIO(document))
         self.storages: dict[int, torch.UntypedStorage] = {}
         self.find = find
 
@@ -204,17 +238,11 @@ class RequestUnpickler(pickle.Unpickler):
 def load(payload: bytes | bytearray) -> dict:
     """The worker's reply, rebuilt from plain JSON and checked tensor records; anything else is a WireError."""
     buffer = payload if isinstance(payload, bytearray) else bytearray(payload)
-    if len(buffer) < HEADER.size:
-        raise WireError("a truncated reply from the worker")
-    length = HEADER.unpack_from(buffer)[0]
-    start = HEADER.size + length
-    if start > len(buffer):
-        raise WireError("a truncated reply from the worker")
+    document, view = _split(buffer)
     try:
-        document = json.loads(bytes(buffer[HEADER.size:start]).decode())
+        document = json.loads(bytes(document).decode())
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise WireError(f"unreadable reply from the worker: {error}") from error
-    view = memoryview(buffer)[start:]
 
     def rebuild(node: object) -> object:
         if type(node) is list:

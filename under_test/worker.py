@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .wire import HEADER, Handle, RequestUnpickler, dump, encode, type_name
+from .wire import HEADER, Handle, RequestUnpickler, dump, encode, read_exact, type_name
 
 
 class Worker:
@@ -354,17 +354,6 @@ def _submission_traceback(error: BaseException) -> str:
     return "".join(lines) + f"{type(error).__name__}: {error}"
 
 
-def _read_exact(fd: int, size: int) -> bytearray:
-    buffer = bytearray(size)
-    view, done = memoryview(buffer), 0
-    while done < size:
-        count = os.readv(fd, [view[done:]])
-        if not count:
-            raise EOFError
-        done += count
-    return buffer
-
-
 def _send(fd: int, message: dict) -> None:
     payload = dump(message)
     os.write(fd, HEADER.pack(len(payload)))
@@ -458,8 +447,8 @@ def main(argv: list[str] | None = None) -> None:
 
     while True:
         try:
-            size = HEADER.unpack(_read_exact(request_fd, HEADER.size))[0]
-            verb, args, kwargs = RequestUnpickler(_read_exact(request_fd, size), find=kept).load()
+            size = HEADER.unpack(read_exact(request_fd, HEADER.size))[0]
+            verb, args, kwargs = RequestUnpickler(read_exact(request_fd, size), find=kept).load()
         except EOFError:
             return
         started = time.perf_counter()
