@@ -23,8 +23,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from under_test import sandbox
-from under_test.sandbox import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
+from under_test import processes
+from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
 from . import report
@@ -141,17 +141,19 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
         print(f"conformance: {message}", file=sys.stderr)
 
     rows = []
-    sandbox.become_subreaper()
-    _import_harness()
+    processes.become_subreaper()
     waiting = list(submissions)
     running: dict[int, _Running] = {}
-    warm = False
+    imported = warm = False
     try:
         while waiting or running:
             while waiting and len(running) < max(1, options.jobs):
                 name, path = waiting.pop(0)
-                job = _launch(name, path, out / name, options)
+                job = _launch(name, path, out / name, options, warm=imported)
                 running[job.pid] = job
+            if not imported and waiting:  # while the first harnesses import it themselves, beside their zygotes
+                _import_harness()
+                imported = True
             if not warm and waiting:  # while the first harnesses run: those forked later find the oracles built
                 _warm_oracles()
                 warm = True
@@ -169,7 +171,7 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     finally:
         for job in running.values():  # interrupted: no harness (nor what it started) outlives the command
             _end(job.pid)
-        sandbox.kill_adopted()
+        processes.kill_adopted()
     _write_summary(out / "summary.csv", rows)
     return 2 if unreadable else 0
 
@@ -182,6 +184,8 @@ def _import_harness() -> None:
 
     torch.set_num_threads(1)  # before any fork: one thread per harness, and no thread pool to inherit
     import pytest  # noqa: F401
+
+    from under_test import sandbox
 
     from . import plugin  # noqa: F401 - registers the Hypothesis profiles
     for area_id in AREAS:
@@ -210,19 +214,26 @@ class _Running:
     started: float
 
 
-def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace) -> _Running:
-    """Fork a harness for one submission: a pytest session of its own, in its own process group."""
+def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace, warm: bool = True) -> _Running:
+    """Fork a harness for one submission: a pytest session of its own, in its own process group.
+
+    A `warm` fork has the harness imported already (this process's). A cold one (the first `--jobs` harnesses,
+    forked before this process imports anything heavy) starts its workers' zygote first: the zygote imports
+    torch while the harness imports itself, instead of after.
+    """
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").unlink(missing_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
     arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
         ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"]
-    pid = fork_harness(lambda: _pytest_main(arguments), directory / "log.txt", tmp)
-    sandbox.LIVE.add(pid)
+    pid = fork_harness(lambda: _pytest_main(arguments, cold=not warm), directory / "log.txt", tmp)
+    processes.LIVE.add(pid)
     return _Running(pid, name, path, directory, tmp, time.monotonic())
 
 
-def _pytest_main(arguments: list[str]) -> int:
+def _pytest_main(arguments: list[str], cold: bool = False) -> int:
+    if cold:
+        processes.own_zygote()
     import pytest
 
     return int(pytest.main(arguments))
@@ -245,8 +256,8 @@ def fork_harness(run: Callable[[], int], log: Path, cwd: Path) -> int:
         os.dup2(fd, 2)
         os.chdir(cwd)
         os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(Path(cwd) / ".hypothesis")  # not the caller's folder
-        sandbox.LIVE.clear()
-        sandbox.forget_subreaper()  # the flag is not inherited: ask again
+        processes.LIVE.clear()
+        processes.forget_subreaper()  # the flag is not inherited: ask again
         code = run()
     finally:
         os._exit(code)
@@ -274,8 +285,8 @@ def _end(pid: int, reaped: bool = False) -> None:
             os.waitpid(pid, 0)
         except ChildProcessError:
             pass
-    sandbox.LIVE.discard(pid)
-    sandbox.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
+    processes.LIVE.discard(pid)
+    processes.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
 
 
 def _finish(job: _Running, error: str, options: argparse.Namespace) -> dict:

@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.internal.conjecture import engine
 
 from under_test.loader import Program, extract
-from under_test.sandbox import (CLOCK, DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, Sandbox,
-                                SubmissionRaised, WorkerDied)
+from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, stop_zygote
+from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
@@ -106,6 +106,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if box is not None:
         box.stop()
     rootcause.stop_lending(config)
+    stop_zygote()
 
 
 def new_sandbox(config: pytest.Config) -> Sandbox:

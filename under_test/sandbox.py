@@ -14,7 +14,6 @@ import json
 import math
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -26,12 +25,11 @@ import torch
 
 from fixtures import standin
 
-from . import wire
+from . import wire, zygote
+from .processes import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LIVE, become_subreaper,
+                        kill_adopted, own_zygote)
 from .wire import HEADER, Handle, Returned
 
-DEFAULT_TIMEOUT = 10.0
-DEFAULT_MEMORY_MB = 2048
-DEFAULT_LOAD_TIMEOUT = 20.0  # one top-level definition of the submission (an import, a class, a function)
 START_TIMEOUT = 120.0
 TRAIN_TIMEOUT = 120.0  # one training run of the harness or of the submission's own train()
 
@@ -153,28 +151,45 @@ class Sandbox:
         self._log.truncate()
         self.workdir = Path(tempfile.mkdtemp(prefix="conformance-worker-")) / "work"
         self.workdir.mkdir()
-        # One thread, and no GPU: the grade must not depend on the machine (a submission that moves its model
-        # to cuda when available runs on the CPU everywhere). Its home, caches and temporary files are the
-        # worker's private folder (`workdir`), removed when the worker stops.
         private = str(self.workdir)
-        env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
-                   CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="",
-                   HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private,
-                   TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent))
-        env[standin.CACHE_ENV] = standin_cache()
-        root = str(Path(__file__).resolve().parent.parent)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, env.get("PYTHONPATH")]))
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "under_test.worker", self.impl,
-             "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb),
-             "--trusted", json.dumps(self.trusted), "--skip", json.dumps(self.skipped)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-            cwd=private, start_new_session=True,
-        )
+        arguments = [self.impl, "--aliases", json.dumps(self.aliases), "--memory-mb", str(self.memory_mb),
+                     "--trusted", json.dumps(self.trusted), "--skip", json.dumps(self.skipped)]
+        # Its home, caches and temporary files are the worker's private folder (`workdir`), removed when it stops.
+        env = dict(worker_env(), HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private)
+        self._command = (arguments, env, private)
+        template = own_zygote(worker_env)
+        if template is not None:
+            try:
+                self.process = template.clone(arguments, env, private, self._log.fileno())
+                return
+            except zygote.Unavailable:
+                pass
+        self._from_scratch()
+
+    def _from_scratch(self) -> None:
+        """Start the worker in a new interpreter (when no zygote can clone it)."""
+        arguments, env, private = self._command
+        self.process = subprocess.Popen([sys.executable, "-m", "under_test.worker", *arguments],
+                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
+                                        cwd=private, start_new_session=True)
+        zygote.widen(self.process.stdin.fileno())
+        zygote.widen(self.process.stdout.fileno())
         LIVE.add(self.process.pid)
+
+    def _settle(self) -> None:
+        """Know the worker's pid (a clone's comes from the zygote); a clone the zygote could not make is started
+        from scratch: the zygote's trouble is the harness's, never the submission's."""
+        if isinstance(self.process, zygote.Cloned):
+            try:
+                LIVE.add(self.process.pid)
+            except zygote.Unavailable:
+                for stream in (self.process.stdin, self.process.stdout):
+                    stream.close()
+                self._from_scratch()
 
     def _await_hello(self) -> dict:
         """Read the worker's progress through the definitions until its hello."""
+        self._settle()
         loading: int | None = None
         while True:
             timeout = START_TIMEOUT if loading is None else self.load_timeout
@@ -196,10 +211,12 @@ class Sandbox:
     def stop(self) -> None:
         self._launched = False
         if self.process is not None:
-            try:
-                os.killpg(self.process.pid, 9)
-            except (ProcessLookupError, PermissionError):
-                pass
+            self._settle()
+            for kill in (os.killpg, os.kill):  # its group (what it started), and itself whatever its group
+                try:
+                    kill(self.process.pid, 9)
+                except (ProcessLookupError, PermissionError):
+                    pass
             self.process.wait()
             LIVE.discard(self.process.pid)
             for stream in (self.process.stdin, self.process.stdout):
@@ -367,6 +384,14 @@ class Sandbox:
                                  "type": str(reply.get("args_type"))}
 
 
+def worker_env() -> dict[str, str]:
+    """The environment of every worker, apart from its private folders: `zygote.base_env`, torch's cache, and the
+    stand-in's file."""
+    env = dict(zygote.base_env(), TORCH_HOME=os.environ.get("TORCH_HOME") or str(Path(torch.hub.get_dir()).parent))
+    env[standin.CACHE_ENV] = standin_cache()
+    return env
+
+
 @functools.lru_cache(maxsize=1)
 def standin_cache() -> str:
     """The stand-in's cache file, made once per machine, which every worker reads instead of generating it."""
@@ -417,64 +442,6 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
     return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
             "reset": "resetting", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
             "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
-
-
-_SUBREAPER: list[bool] = []  # set once this process adopts the orphans of its descendants
-LIVE: set[int] = set()  # the pids of this process's running workers (and of `conformance grade`'s harnesses)
-
-
-def become_subreaper() -> bool:
-    """Orphans of this process's descendants (a submission's daemons) are adopted by this process, not by init,
-    so `kill_adopted` can end them whatever session or environment they gave themselves."""
-    if not _SUBREAPER:
-        try:
-            import ctypes
-
-            _SUBREAPER.append(ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0)  # PR_SET_CHILD_SUBREAPER
-        except (OSError, AttributeError):
-            _SUBREAPER.append(False)
-    return _SUBREAPER[0]
-
-
-def forget_subreaper() -> None:
-    """In a forked child: the parent's subreaper flag is not inherited, so `become_subreaper` must ask again."""
-    _SUBREAPER.clear()
-
-
-def kill_adopted() -> int:
-    """Kill and reap every child of this process that is not one of its live workers (adopted orphans).
-
-    Repeated until none is left: killing an adopted process orphans its own children, adopted in turn.
-    """
-    if not (_SUBREAPER and _SUBREAPER[0]):
-        return 0
-    killed = 0
-    while True:
-        found = [pid for pid in _children() if pid not in LIVE]
-        for pid in found:
-            try:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-            except (OSError, ChildProcessError):
-                pass
-        killed += len(found)
-        if not found:
-            return killed
-
-
-def _children() -> list[int]:
-    children = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                parent = int(handle.read().rsplit(b")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
-        if parent == os.getpid():
-            children.append(int(entry))
-    return children
 
 
 __all__ = ["CLOCK", "Clock", "Sandbox", "SubmissionRaised", "WorkerDied", "Handle", "Returned", "LoadInfo"]

@@ -1,0 +1,307 @@
+"""A worker template: one process that has imported what every worker imports, and clones fresh workers.
+
+Starting a worker from scratch costs about 2.5 s here, most of it importing torch and torchvision.
+The zygote pays that once per harness process; each worker is then a clone of it, ready in
+milliseconds, and loads the submission's definitions as a freshly started one would (`worker.main`).
+
+The zygote holds nothing of the harness: it is a fresh interpreter (`python -m under_test.zygote`)
+that imports the worker's own modules and the libraries a course script imports, never the
+reference, the checks or the fixtures' snapshots, so a submission searching its worker's memory
+finds no more than in a worker started from scratch.
+
+Each clone is made with CLONE_PARENT: its parent is the harness, not the zygote. The harness
+waits for it, reads its exit status and adopts its orphans exactly as for a worker it started
+itself, and the worker dies with the harness (`PR_SET_PDEATHSIG`). Anything that goes wrong with
+the zygote (it died, the kernel refuses the clone, an architecture without a known clone call)
+makes the sandbox start its worker from scratch instead: slower, never a different verdict.
+"""
+
+from __future__ import annotations
+
+import collections
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+CLONE_PARENT = 0x00008000
+SIGCHLD = 17
+SYS_CLONE = {"x86_64": 56, "aarch64": 220}  # clone(flags, stack=0, ...): the remaining arguments are unused
+DISABLE_ENV = "CONFORMANCE_ZYGOTE"  # "0": start every worker from scratch
+
+
+def base_env() -> dict[str, str]:
+    """The environment every worker starts from (its private folders and caches are added per worker).
+
+    One thread, and no GPU: the grade must not depend on the machine (a submission that moves its model to cuda
+    when available runs on the CPU everywhere). These are read when torch is imported, so the zygote has them too.
+    """
+    root = str(Path(__file__).resolve().parent.parent)
+    return dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1",
+                CUDA_VISIBLE_DEVICES="", HIP_VISIBLE_DEVICES="", ROCR_VISIBLE_DEVICES="",
+                PYTHONPATH=os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")])))
+
+
+def widen(fd: int) -> None:
+    """Give a pipe the largest buffer an unprivileged process may (1 MB by default, against 64 kB): a model's
+    state then crosses in a few hundred writes instead of a few thousand, a third faster."""
+    try:
+        import fcntl
+
+        with open("/proc/sys/fs/pipe-max-size") as handle:
+            fcntl.fcntl(fd, 1031, int(handle.read()))  # F_SETPIPE_SZ
+    except (OSError, ValueError, ImportError):
+        pass
+
+
+class Unavailable(Exception):
+    """The zygote cannot clone a worker; the caller starts one from scratch."""
+
+
+class Cloned:
+    """A worker cloned by the zygote, with the part of `subprocess.Popen`'s interface the sandbox uses.
+
+    Its pid is known once the zygote has replied (`pid` waits for that); until then the worker may be
+    a few milliseconds from existing, or the zygote may still be importing torch.
+    """
+
+    def __init__(self, zygote: Zygote, stdin, stdout):
+        self.zygote = zygote
+        self.stdin, self.stdout = stdin, stdout
+        self._pid: int | None = None
+        self.failure: str | None = None
+        self.returncode: int | None = None
+
+    @property
+    def settled(self) -> bool:
+        return self._pid is not None or self.failure is not None
+
+    @property
+    def pid(self) -> int:
+        """The worker's pid; `Unavailable` when the zygote could not clone it."""
+        while not self.settled:
+            self.zygote.settle_one()
+        if self._pid is None:
+            raise Unavailable(self.failure)
+        return self._pid
+
+    def poll(self) -> int | None:
+        if self.returncode is None and self.settled:
+            if self._pid is None:
+                self.returncode = -1
+            else:
+                done, status = os.waitpid(self._pid, os.WNOHANG)
+                if done:
+                    self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self) -> int:
+        if self.returncode is None:
+            try:
+                _, status = os.waitpid(self.pid, 0)
+                self.returncode = os.waitstatus_to_exitcode(status)
+            except (ChildProcessError, Unavailable):
+                self.returncode = -1
+        return self.returncode
+
+
+class Zygote:
+    """The harness's end: start the zygote, ask it for workers, read back their pids (in order)."""
+
+    def __init__(self, env: dict[str, str]):
+        self.owner = os.getpid()
+        self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self._log = tempfile.TemporaryFile()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "under_test.zygote", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd="/")
+        theirs.close()
+        self.env = env
+        self.pending: collections.deque[Cloned] = collections.deque()
+        self.dead: str | None = None
+
+    def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int) -> Cloned:
+        """Ask for a worker running `python -m under_test.worker *argv` in `cwd` with `env`, its stderr on `log`."""
+        if self.dead:
+            raise Unavailable(self.dead)
+        request_r, request_w = os.pipe()
+        reply_r, reply_w = os.pipe()
+        widen(request_w)
+        widen(reply_r)
+        try:
+            message = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
+            socket.send_fds(self.sock, [message], [request_r, reply_w, log])
+        except OSError as error:
+            for fd in (request_r, request_w, reply_r, reply_w):
+                os.close(fd)
+            self._died(f"the zygote is gone ({error})")
+            raise Unavailable(self.dead) from None
+        finally:
+            for fd in (request_r, reply_w):
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        cloned = Cloned(self, os.fdopen(request_w, "wb"), os.fdopen(reply_r, "rb"))
+        self.pending.append(cloned)
+        return cloned
+
+    def settle_one(self, timeout: float = 120.0) -> None:
+        """Read the zygote's reply to the oldest pending request."""
+        cloned = self.pending[0]
+        reply = b""
+        if not self.dead and select.select([self.sock], [], [], timeout)[0]:
+            try:
+                reply = self.sock.recv(4096)
+            except OSError:
+                reply = b""
+        try:
+            value = json.loads(reply) if reply else {}
+        except ValueError:
+            value = {}
+        if isinstance(value.get("pid"), int) and value["pid"] > 0:
+            cloned._pid = value["pid"]
+        else:
+            cloned.failure = str(value.get("error") or self.dead or "the zygote did not answer")
+            if not value:
+                self._died(cloned.failure)
+        self.pending.popleft()
+
+    def settle(self) -> list[int]:
+        """Wait for every pending clone; the pids of those cloned."""
+        settled = list(self.pending)
+        while self.pending:
+            self.settle_one()
+        return [cloned.pid for cloned in settled if cloned.failure is None]
+
+    def _died(self, reason: str) -> None:
+        self.dead = self.dead or reason
+        while self.pending:
+            self.pending.popleft().failure = self.dead
+        self.stop()
+
+    def stop(self) -> None:
+        self.dead = self.dead or "stopped"
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+        self.sock.close()
+
+
+# ---- the zygote itself --------------------------------------------------------------------------------
+
+def _clone() -> int:
+    """fork(), except that the child's parent is this process's parent."""
+    import ctypes
+    import platform
+
+    number = SYS_CLONE.get(platform.machine())
+    if number is None:
+        raise OSError(f"no clone call known for {platform.machine()}")
+    libc, api = ctypes.CDLL(None, use_errno=True), ctypes.pythonapi
+    api.PyOS_BeforeFork()
+    pid = libc.syscall(number, CLONE_PARENT | SIGCHLD, 0, 0, 0, 0)
+    if pid == 0:
+        api.PyOS_AfterFork_Child()
+        return 0
+    api.PyOS_AfterFork_Parent()
+    if pid < 0:
+        raise OSError(ctypes.get_errno(), "clone failed")
+    return pid
+
+
+def _become_worker(sock: socket.socket, fds: list[int], ready: int, argv: list[str], env: dict, cwd: str) -> None:
+    """In the clone: take the worker's descriptors, folder and environment, then run the worker."""
+    code = 1
+    try:
+        sock.close()
+        os.setsid()  # its own session and process group, as `start_new_session=True` gives a worker from scratch
+        os.write(ready, b"1")
+        os.close(ready)
+        for target, fd in enumerate(fds):
+            os.dup2(fd, target)
+        for fd in set(fds) - {0, 1, 2}:
+            os.close(fd)
+        os.chdir(cwd)
+        os.environ.clear()
+        os.environ.update(env)
+        tempfile.tempdir = None  # TMPDIR is the worker's own folder
+        from . import worker
+
+        sys.argv = [worker.__file__, *argv]
+        worker.main(argv)
+        code = 0
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else 1
+    except BaseException:  # noqa: BLE001 - reported on the worker's log, which the sandbox shows
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main(fd: int) -> None:
+    from .worker import _die_with_parent
+
+    _die_with_parent()
+    sock = socket.socket(fileno=fd)
+
+    import gc
+
+    import torch
+
+    torch.set_num_threads(1)
+    # What every worker imports before it loads a submission (`worker.main`, `course.base_namespace`).
+    import einops  # noqa: F401
+    import jaxtyping  # noqa: F401
+    import numpy  # noqa: F401
+    import torchvision.models.resnet  # noqa: F401
+
+    import fixtures.standin  # noqa: F401 - the offline resnet34 (`course.install_offline_torchvision`)
+
+    # Not `trusted`: its correct building blocks are imported only by a worker that lends them (root cause).
+    from . import course, isolation, loader, packages, worker  # noqa: F401
+
+    course.course_given()
+    gc.collect()
+    gc.freeze()
+    while True:
+        try:
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+        except OSError:
+            return
+        if not message:
+            return  # the harness closed its end
+        ready_r, ready_w = os.pipe()
+        try:
+            request = json.loads(message)
+            if len(fds) != 3:
+                raise ValueError(f"expected 3 descriptors, got {len(fds)}")
+            pid = _clone()
+        except (OSError, ValueError) as error:
+            for fd in (*fds, ready_r, ready_w):
+                os.close(fd)
+            sock.send(json.dumps({"error": f"the zygote could not clone a worker: {error}"}).encode())
+            continue
+        if pid == 0:
+            os.close(ready_r)
+            _become_worker(sock, fds, ready_w, list(request["argv"]), dict(request["env"]), str(request["cwd"]))
+        for fd in (*fds, ready_w):
+            os.close(fd)
+        # The pid is given once the clone leads its own process group: the harness ends a worker by killing that
+        # group, which must not miss a clone still on its way there.
+        settled = os.read(ready_r, 1) == b"1"
+        os.close(ready_r)
+        sock.send(json.dumps({"pid": pid} if settled else {"error": "the clone died while starting"}).encode())
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]))
