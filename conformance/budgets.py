@@ -150,3 +150,10 @@ def apply(test) -> None:
         return
     test._hypothesis_internal_use_settings = settings(settings.default, max_examples=examples(test.__name__),
                                                       deadline=None)
+
+
+#: `conformance grade` with a job to spare (fewer submissions waiting than free jobs: one submission, `--jobs 2`)
+#: grades a submission in two harnesses at once, these areas in the second: feature extraction, about a third of a
+#: correct submission's time, against the eight other areas. They come last in AREAS, after every building block
+#: they use, so the second harness judges root causes knowing which earlier areas failed (`plugin.failed_areas`).
+APART: tuple[str, ...] = ("feature_extraction",)

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from under_test import processes
+from under_test import processes, zygote
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
@@ -87,6 +87,8 @@ def _pytest_command(impl: Path, options: argparse.Namespace, ini: Path) -> list[
 def _pytest_arguments(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
     command = ["--pyargs", "conformance.checks", "--impl", str(impl),
                "-c", str(ini), "--rootdir", str(ini.parent), "-p", "no:cacheprovider",
+               "-p", "no:unraisableexception",  # its closing garbage collections cost half a second
+               "-W", "ignore::pytest.PytestAssertRewriteWarning",  # a cloned harness has these modules imported
                f"--hypothesis-profile={options.profile}", f"--probe-timeout={options.probe_timeout}",
                f"--memory-mb={options.memory_mb}", f"--load-timeout={options.load_timeout}"]
     command += ["--strict-conventions"] if options.strict else []
@@ -142,42 +144,37 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
 
     rows = []
     processes.become_subreaper()
+    processes.own_zygote()  # it imports torch now, and clones every harness (`_start_harness`)
     waiting = list(submissions)
-    running: dict[int, _Running] = {}
-    imported = warm = False
+    running: list[_Running] = []
+    jobs = max(1, options.jobs)
     try:
         while waiting or running:
-            while waiting and len(running) < max(1, options.jobs):
+            while waiting and sum(len(job.live) for job in running) < jobs:
+                free = jobs - sum(len(job.live) for job in running)
                 name, path = waiting.pop(0)
-                job = _launch(name, path, out / name, options, warm=imported)
-                running[job.pid] = job
-            if not imported and waiting:  # while the first harnesses import it themselves, beside their zygotes
-                _import_harness()
-                imported = True
-            if not warm and waiting:  # while the first harnesses run: those forked later find the oracles built
-                _warm_oracles()
-                warm = True
-            for job in list(running.values()):
-                error = _poll(job, options.timeout)
-                if error is None:
+                running.append(_launch(name, path, out / name, options, split=free > len(waiting) + 1))
+            for job in list(running):
+                if not _poll(job, options.timeout):
                     continue
-                del running[job.pid]
-                row = _finish(job, error, options)
+                running.remove(job)
+                row = _finish(job, options)
                 rows.append(row)
                 print(f"{row['name']}: {row['score']:g}/{row['max_score']:g}, gate {row['gate']}"
                       + (f" ({row['error']})" if row["error"] else ""), flush=True)
             if running:
                 time.sleep(0.05)
     finally:
-        for job in running.values():  # interrupted: no harness (nor what it started) outlives the command
-            _end(job.pid)
+        for job in running:  # interrupted: no harness (nor what it started) outlives the command
+            for part in job.live:
+                _end(part.pid)
         processes.kill_adopted()
     _write_summary(out / "summary.csv", rows)
     return 2 if unreadable else 0
 
 
 def _import_harness() -> None:
-    """Import the harness once: each submission's harness is a fork of this process and starts in milliseconds."""
+    """Import the harness once (when harnesses are forked from this process: no zygote to clone them)."""
     import importlib
 
     import torch
@@ -193,47 +190,84 @@ def _import_harness() -> None:
     sandbox.standin_cache()
 
 
-def _warm_oracles() -> None:
-    """Build what every harness builds (the pretrained stand-in's entries and model, the digits), once."""
-    from .checks import test_feature_extraction, test_weight_copy
+@dataclass
+class _Part:
+    """One harness grading some of a submission's areas (all of them unless the submission was split)."""
 
-    test_feature_extraction.pretrained_entries()
-    test_feature_extraction.feature_oracle()
-    test_feature_extraction.digits()
-    test_weight_copy.torchvision_entries()
-    test_weight_copy.pretrained_state()
+    pid: int
+    tmp: Path  # its working folder: pytest.ini, checks.json, Hypothesis's storage
+    log: Path
+    error: str | None = None  # None while it runs; "" once finished; why it was stopped
 
 
 @dataclass
 class _Running:
-    pid: int
     name: str
     path: Path
     directory: Path
-    tmp: Path
     started: float
+    parts: list[_Part]
+
+    @property
+    def live(self) -> list[_Part]:
+        return [part for part in self.parts if part.error is None]
 
 
-def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace, warm: bool = True) -> _Running:
-    """Fork a harness for one submission: a pytest session of its own, in its own process group.
+def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace, split: bool = False) -> _Running:
+    """Start the harness(es) for one submission: pytest sessions of their own, each in its own process group.
 
-    A `warm` fork has the harness imported already (this process's). A cold one (the first `--jobs` harnesses,
-    forked before this process imports anything heavy) starts its workers' zygote first: the zygote imports
-    torch while the harness imports itself, instead of after.
+    A `split` submission is graded by two harnesses at once, the second taking `budgets.APART`.
     """
+    from .budgets import APART
+
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "results.json").unlink(missing_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
-    arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
-        ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"]
-    pid = fork_harness(lambda: _pytest_main(arguments, cold=not warm), directory / "log.txt", tmp)
-    processes.LIVE.add(pid)
-    return _Running(pid, name, path, directory, tmp, time.monotonic())
+    groups = [[a for a in AREAS if a not in APART], list(APART)] if split else [[]]
+    parts: list[_Part] = []
+    for index, areas in enumerate(groups):
+        tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
+        arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
+            ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"] + [f"--area={a}" for a in areas]
+        if index:
+            arguments.append(f"--earlier-areas-json={tmp / 'earlier.json'}")
+        log = directory / ("log.txt" if not index else f"log-{'-'.join(areas)}.txt")
+        pid = _start_harness(arguments, log, tmp)
+        processes.LIVE.add(pid)
+        parts.append(_Part(pid, tmp, log))
+    return _Running(name, path, directory, time.monotonic(), parts)
 
 
-def _pytest_main(arguments: list[str], cold: bool = False) -> int:
-    if cold:
-        processes.own_zygote()
+_IMPORTED: list[bool] = []
+
+
+def _start_harness(arguments: list[str], log: Path, tmp: Path) -> int:
+    """A harness running pytest with `arguments`; its pid (a child of this process).
+
+    Cloned by this process's zygote: it starts with torch and torchvision imported, imports the rest of the harness
+    (0.7 s), and forks its own workers' zygote from itself before that, for free. Without a zygote, it is a fork of
+    this process, which then imports the harness once.
+    """
+    template = processes.own_zygote()
+    if template is not None:
+        try:
+            return template.harness(arguments, _harness_env(tmp), str(tmp), str(log))
+        except zygote.Unavailable:
+            pass
+    if not _IMPORTED:
+        _import_harness()
+        _IMPORTED.append(True)
+    return fork_harness(lambda: run_harness(arguments), log, tmp)
+
+
+def _harness_env(cwd: Path) -> dict[str, str]:
+    return dict(os.environ, HYPOTHESIS_STORAGE_DIRECTORY=str(Path(cwd) / ".hypothesis"))  # not the caller's folder
+
+
+def run_harness(arguments: list[str]) -> int:
+    """A harness's pytest session (in a clone or a fork of `conformance grade`)."""
+    import torch
+
+    torch.set_num_threads(1)
     import pytest
 
     return int(pytest.main(arguments))
@@ -255,7 +289,7 @@ def fork_harness(run: Callable[[], int], log: Path, cwd: Path) -> int:
         os.dup2(fd, 1)
         os.dup2(fd, 2)
         os.chdir(cwd)
-        os.environ["HYPOTHESIS_STORAGE_DIRECTORY"] = str(Path(cwd) / ".hypothesis")  # not the caller's folder
+        os.environ.update(_harness_env(cwd))
         processes.LIVE.clear()
         processes.forget_subreaper()  # the flag is not inherited: ask again
         code = run()
@@ -263,16 +297,32 @@ def fork_harness(run: Callable[[], int], log: Path, cwd: Path) -> int:
         os._exit(code)
 
 
-def _poll(job: _Running, timeout: float) -> str | None:
-    """None while the harness runs; "" when it has finished; the reason when it was stopped."""
-    done, _ = os.waitpid(job.pid, os.WNOHANG)
-    if done:
-        _end(job.pid, reaped=True)
-        return ""
-    if time.monotonic() - job.started > timeout:
-        _end(job.pid)
-        return f"grading stopped after the {timeout:g} s time limit"
-    return None
+def _poll(job: _Running, timeout: float) -> bool:
+    """Whether every harness of the submission has finished (or has been stopped by the time limit)."""
+    for part in job.live:
+        done, _ = os.waitpid(part.pid, os.WNOHANG)
+        if done:
+            _end(part.pid, reaped=True)
+            part.error = ""
+        elif time.monotonic() - job.started > timeout:
+            _end(part.pid)
+            part.error = f"grading stopped after the {timeout:g} s time limit"
+        if part.error is not None and part is job.parts[0]:
+            for later in job.parts[1:]:  # what the earlier areas' harness found, for the later ones' root causes
+                earlier = later.tmp / "earlier.json"
+                tmp = earlier.with_suffix(".tmp")
+                tmp.write_text(json.dumps(_checks(part)[0]))
+                os.replace(tmp, earlier)
+    return not job.live
+
+
+def _checks(part: _Part) -> tuple[list[dict], dict | None]:
+    """A harness's entries and what loading said; ([], None) when it wrote nothing readable."""
+    try:
+        checks = json.loads((part.tmp / "checks.json").read_text())
+        return list(checks["entries"]), checks["load"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return [], None
 
 
 def _end(pid: int, reaped: bool = False) -> None:
@@ -289,14 +339,20 @@ def _end(pid: int, reaped: bool = False) -> None:
     processes.kill_adopted()  # the orphans of a harness stopped by the time limit, and of its workers
 
 
-def _finish(job: _Running, error: str, options: argparse.Namespace) -> dict:
-    try:
-        checks = json.loads((job.tmp / "checks.json").read_text())
-        entries, load = checks["entries"], checks["load"]
-    except (OSError, ValueError, KeyError, TypeError):
-        entries, load = [], None
-        error = error or f"the harness produced no results (see {job.directory / 'log.txt'})"
-    shutil.rmtree(job.tmp, ignore_errors=True)
+def _finish(job: _Running, options: argparse.Namespace) -> dict:
+    entries: list[dict] = []
+    load = None
+    errors = []
+    for part in job.parts:
+        got, loaded = _checks(part)
+        entries += got
+        load = load if load is not None else loaded
+        if part.error:
+            errors.append(part.error)
+        elif loaded is None:
+            errors.append(f"the harness produced no results (see {part.log})")
+        shutil.rmtree(part.tmp, ignore_errors=True)
+    error = "; ".join(dict.fromkeys(errors))
     data = report.build(entries, impl=str(job.path), strict=options.strict, final=True, load=load)
     data["execution_time"] = round(time.monotonic() - job.started, 1)
     data["timing"]["total"] = data["execution_time"]

@@ -45,7 +45,9 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
     passed = [i for i, s in items.items() if s == "passed"]
     must_fail = [i for i, item in RUBRIC.items() if item.must_pass and items[i] != "passed"]
     gate = "pass" if len(passed) >= GATE_MIN_ITEMS and not must_fail else "fail"
-    advisories = list(dict.fromkeys(a for e in entries for a in e.get("advisories", [])))
+    order = {area_id: index for index, area_id in enumerate(AREAS)}  # the areas' order, however many harnesses ran
+    advisories = list(dict.fromkeys(a for e in sorted(entries, key=lambda e: order.get(e["area"], len(order)))
+                                    for a in e.get("advisories", [])))
     harness_errors = [e["name"] for e in entries if e["outcome"] == "error"]
     load = {"notes": list((load or {}).get("notes", [])), "failed": dict((load or {}).get("failed", {}))}
     return {

@@ -129,3 +129,24 @@ def test_checks_without_an_implementation_are_a_clear_error():
                            "-p", "no:cacheprovider"], capture_output=True, text=True, cwd=ROOT)
     assert done.returncode != 0
     assert "pass --impl PATH" in done.stderr + done.stdout
+
+
+def test_a_spare_job_grades_a_submission_in_two_harnesses_with_the_same_verdicts(tmp_path):
+    """One submission, `--jobs 2`: feature extraction is graded beside the other areas (`budgets.APART`), and
+    results.json is the one `--jobs 1` writes, root causes included, apart from the timings."""
+    from benchmarks.run import three_bug_source
+
+    (tmp_path / "three_bugs.py").write_text(three_bug_source())
+    documents = []
+    for jobs in (1, 2):
+        out = tmp_path / f"out{jobs}"
+        done = run_grade(tmp_path / "three_bugs.py", "--out", out, "--jobs", jobs, "--profile", "corpus")
+        assert done.returncode == 0, done.stderr[-3000:]
+        documents.append(load(out, "three_bugs"))
+        logs = sorted(p.name for p in (out / "three_bugs").glob("log*.txt"))
+        assert logs == (["log.txt"] if jobs == 1 else ["log-feature_extraction.txt", "log.txt"])
+    for document in documents:
+        document.pop("timing")
+        document.pop("execution_time")
+    assert documents[0] == documents[1]
+    assert any("inherits the bug of Conv2d" in a and "feature_extraction" in a for a in documents[0]["advisories"])

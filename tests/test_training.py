@@ -8,6 +8,7 @@ import torch
 
 from conformance.checks.test_feature_extraction import OwnTrain, loss_fell, loss_list, own_train
 from corpus import ROOT, grade
+from fixtures import digits
 from fixtures.digits import HELD_OUT_EVERY, mnist_digits, resnet_digits
 from under_test.loader import extract
 from under_test.sandbox import Sandbox, SubmissionRaised
@@ -186,6 +187,15 @@ def test_resnet_digits_are_normalised_3_channel_images_with_a_fixed_split():
     # Disjoint: no held-out image is a training image.
     flat, held = x.flatten(1), held_out.tensors[0].flatten(1)
     assert not any(bool((flat == row).all(dim=1).any()) for row in held)
+
+
+def test_digits_are_read_as_scikit_learn_reads_them():
+    from sklearn.datasets import load_digits
+
+    images, labels = digits._raw()
+    bunch = load_digits()
+    assert torch.equal(images, torch.from_numpy(bunch.images).to(torch.float32).unsqueeze(1) / 16.0)
+    assert torch.equal(labels, torch.from_numpy(bunch.target).to(torch.int64))
 
 
 def test_mnist_digits_match_what_simple_mlp_eats():

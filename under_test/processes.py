@@ -96,3 +96,9 @@ def stop_zygote() -> None:
         template = _ZYGOTE.pop()
         template.stop()
         LIVE.discard(template.process.pid)
+
+
+def adopt_zygote(pid: int, sock) -> None:
+    """This process's zygote is its child `pid`, forked by itself, reached through `sock` (`zygote._become_harness`)."""
+    _ZYGOTE[:] = [zygote.Zygote.adopt(pid, sock)]
+    LIVE.add(pid)

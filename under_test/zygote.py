@@ -26,6 +26,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 CLONE_PARENT = 0x00008000
@@ -109,8 +110,37 @@ class Cloned:
         return self.returncode
 
 
+class _Forked:
+    """A zygote forked by the harness itself (`Zygote.adopt`), with the part of Popen's interface used here."""
+
+    def __init__(self, pid: int):
+        self.pid, self.returncode = pid, None
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            try:
+                done, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                done, status = self.pid, 0
+            if done:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def kill(self) -> None:
+        try:
+            os.kill(self.pid, 9)
+        except ProcessLookupError:
+            pass
+
+    def wait(self) -> int:
+        while self.poll() is None:
+            time.sleep(0.01)
+        return self.returncode
+
+
 class Zygote:
-    """The harness's end: start the zygote, ask it for workers, read back their pids (in order)."""
+    """The harness's end: start the zygote, ask it for workers (or, `conformance grade`'s, for harnesses), read
+    back their pids (in order)."""
 
     def __init__(self, env: dict[str, str]):
         self.owner = os.getpid()
@@ -120,9 +150,30 @@ class Zygote:
             [sys.executable, "-m", "under_test.zygote", str(theirs.fileno())], pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd="/")
         theirs.close()
-        self.env = env
         self.pending: collections.deque[Cloned] = collections.deque()
         self.dead: str | None = None
+
+    @classmethod
+    def adopt(cls, pid: int, sock: socket.socket) -> Zygote:
+        """The zygote a harness cloned by `conformance grade`'s zygote forked for itself (`_become_harness`)."""
+        template = cls.__new__(cls)
+        template.owner, template.sock, template.process = os.getpid(), sock, _Forked(pid)
+        template.pending, template.dead = collections.deque(), None
+        return template
+
+    def harness(self, argv: list[str], env: dict[str, str], cwd: str, log: str) -> int:
+        """Clone a harness (`conformance.cli.run_harness(argv)`, its output on `log`); its pid, once it leads its
+        own process group. It is this process's child, and starts with torch imported."""
+        if self.dead:
+            raise Unavailable(self.dead)
+        try:
+            self.sock.send(json.dumps({"kind": "harness", "argv": argv, "env": env, "cwd": cwd, "log": log}).encode())
+        except OSError as error:
+            self._died(f"the zygote is gone ({error})")
+            raise Unavailable(self.dead) from None
+        cloned = Cloned(self, None, None)
+        self.pending.append(cloned)
+        return cloned.pid
 
     def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int) -> Cloned:
         """Ask for a worker running `python -m under_test.worker *argv` in `cwd` with `env`, its stderr on `log`."""
@@ -273,34 +324,91 @@ def main(fd: int) -> None:
     course.course_given()
     gc.collect()
     gc.freeze()
+    _serve(sock)
+
+
+def _serve(sock: socket.socket) -> None:
+    """Clone what is asked, until the asker closes its end: workers (three descriptors: their requests, their
+    replies, their log) and, for `conformance grade`, harnesses."""
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
         except OSError:
             return
         if not message:
-            return  # the harness closed its end
+            return
         ready_r, ready_w = os.pipe()
         try:
             request = json.loads(message)
-            if len(fds) != 3:
-                raise ValueError(f"expected 3 descriptors, got {len(fds)}")
+            kind = request.get("kind", "worker")
+            if kind not in ("worker", "harness") or len(fds) != (3 if kind == "worker" else 0):
+                raise ValueError(f"a malformed request ({kind}, {len(fds)} descriptors)")
             pid = _clone()
-        except (OSError, ValueError) as error:
+        except (OSError, ValueError, AttributeError) as error:
             for fd in (*fds, ready_r, ready_w):
                 os.close(fd)
-            sock.send(json.dumps({"error": f"the zygote could not clone a worker: {error}"}).encode())
+            sock.send(json.dumps({"error": f"the zygote could not clone: {error}"}).encode())
             continue
         if pid == 0:
             os.close(ready_r)
+            if kind == "harness":
+                _become_harness(sock, ready_w, request)
             _become_worker(sock, fds, ready_w, list(request["argv"]), dict(request["env"]), str(request["cwd"]))
         for fd in (*fds, ready_w):
             os.close(fd)
-        # The pid is given once the clone leads its own process group: the harness ends a worker by killing that
-        # group, which must not miss a clone still on its way there.
+        # The pid is given once the clone leads its own process group: a worker or harness is ended by killing
+        # that group, which must not miss a clone still on its way there.
         settled = os.read(ready_r, 1) == b"1"
         os.close(ready_r)
         sock.send(json.dumps({"pid": pid} if settled else {"error": "the clone died while starting"}).encode())
+
+
+def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
+    """In a clone made for `conformance grade`: fork this harness's own zygote (this process as it is now: torch
+    imported, nothing of the harness yet), then import the harness and run it."""
+    code = 3
+    try:
+        sock.close()
+        os.setsid()
+        from .worker import _die_with_parent
+
+        _die_with_parent()  # with `conformance grade`
+        os.write(ready, b"1")
+        os.close(ready)
+        log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        for target in (1, 2):
+            os.dup2(log, target)
+        os.close(log)
+        os.chdir(str(request["cwd"]))
+        os.environ.clear()
+        os.environ.update(dict(request["env"]))
+        tempfile.tempdir = None
+        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                mine.close()
+                _die_with_parent()
+                _serve(theirs)
+            finally:
+                os._exit(0)
+        theirs.close()
+        from . import processes
+
+        processes.adopt_zygote(pid, mine)
+        from conformance.cli import run_harness
+
+        code = run_harness(list(request["argv"]))
+    except BaseException:  # noqa: BLE001 - on the harness's log, which `grade` names when results are missing
+        import traceback
+
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
 
 
 if __name__ == "__main__":

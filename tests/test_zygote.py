@@ -1,0 +1,66 @@
+"""The worker template (`under_test.zygote`): clones are the harness's own children, start at once, and a zygote
+in trouble costs time, never a verdict. (That a clone holds nothing of the harness is
+`tests/test_isolation.py`'s: its worker is a clone.)"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+import torch
+
+from under_test import processes, zygote
+from under_test.sandbox import Sandbox
+
+SUBMISSION = '''
+import os
+import torch as t
+def double(x):
+    return x * 2
+def parent(x):
+    return os.getppid()
+def die(x):
+    os._exit(5)
+'''
+
+
+@pytest.fixture()
+def path(tmp_path):
+    file = tmp_path / "submission.py"
+    file.write_text(SUBMISSION)
+    return file
+
+
+def test_a_clone_is_the_harness_child_and_restarts_in_a_blink(path):
+    with Sandbox(path, timeout=20) as box:
+        assert isinstance(box.process, zygote.Cloned)
+        assert box.call("parent", torch.zeros(1)) == os.getpid()  # CLONE_PARENT: not the zygote's child
+        assert os.getpgid(box.process.pid) == box.process.pid  # its own process group, killed as a whole
+        with pytest.raises(BaseException, match="exited with status 5"):
+            box.call("die", torch.zeros(1))
+        box.begin_check()
+        started = time.perf_counter()
+        assert torch.equal(box.call("double", torch.ones(2)).tensor, torch.full((2,), 2.0))  # restarted
+        assert time.perf_counter() - started < 2.0  # a clone, not a new interpreter importing torch (2.5 s)
+        assert box.restarts == 1
+
+
+def test_a_dead_zygote_means_workers_from_scratch_with_the_same_answers(path):
+    template = processes.own_zygote()
+    assert template is not None
+    template.process.kill()
+    template.process.wait()
+    try:
+        with Sandbox(path, timeout=60) as box:
+            assert not isinstance(box.process, zygote.Cloned)  # started from scratch
+            assert torch.equal(box.call("double", torch.ones(2)).tensor, torch.full((2,), 2.0))
+    finally:
+        processes.stop_zygote()  # the next sandbox starts a fresh zygote
+
+
+def test_without_a_zygote_when_asked(path, monkeypatch):
+    monkeypatch.setenv(zygote.DISABLE_ENV, "0")
+    with Sandbox(path, timeout=60) as box:
+        assert not isinstance(box.process, zygote.Cloned)
+        assert torch.equal(box.call("double", torch.ones(2)).tensor, torch.full((2,), 2.0))
