@@ -2,8 +2,9 @@
 
     python -m benchmarks.run [--only single,three,class] [--jobs 2] [--out benchmarks/results.json]
 
-Each run is `conformance grade` at the default profile, as an instructor runs it, from a
-fresh process. The figures come from the results.json files: wall time, the time spent
+Each run is `conformance grade --jobs 2` (the machine's two cores) at the default profile, as an
+instructor runs it, from a fresh process: one submission with a job to spare is graded in two
+harnesses at once (`budgets.APART`). The figures come from the results.json files: wall time, the time spent
 inside the submission's code (its definitions, then every call the checks make into it)
 against the rest (starting the harness and the workers, oracles, comparisons, Hypothesis),
 per area, and the slowest checks. The targets are issue 9's, on 2 cores.
@@ -113,7 +114,7 @@ def describe(title: str, wall: float, results: list[dict], target: float) -> dic
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", default="single,three,class", help="which runs (comma-separated)")
-    parser.add_argument("--jobs", type=int, default=2, help="--jobs of the class run (default 2)")
+    parser.add_argument("--jobs", type=int, default=2, help="--jobs of every run (default 2)")
     parser.add_argument("--out", default=str(HERE / "results.json"))
     options = parser.parse_args(argv)
     chosen = options.only.split(",")
@@ -124,14 +125,14 @@ def main(argv: list[str] | None = None) -> int:
             path = work / "single" / "learner_submission.py"
             path.parent.mkdir()
             shutil.copy(CORRECT, path)
-            report["single"] = describe("one correct submission (--jobs 1)", *grade([path], work / "single-out", 1),
-                                        TARGETS["single"])
+            report["single"] = describe(f"one correct submission (--jobs {options.jobs})",
+                                        *grade([path], work / "single-out", options.jobs), TARGETS["single"])
         if "three" in chosen:
             path = work / "three" / "three_bugs.py"
             path.parent.mkdir()
             path.write_text(three_bug_source())
-            report["three"] = describe(f"bugs in three areas ({', '.join(THREE_BUGS)}; --jobs 1)",
-                                       *grade([path], work / "three-out", 1), TARGETS["three"])
+            report["three"] = describe(f"bugs in three areas ({', '.join(THREE_BUGS)}; --jobs {options.jobs})",
+                                       *grade([path], work / "three-out", options.jobs), TARGETS["three"])
         if "class" in chosen:
             paths = class_of(work / "class")
             report["class"] = describe(f"a class of {len(paths)} (the correct corpus and bugs; --jobs {options.jobs})",

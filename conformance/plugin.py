@@ -319,20 +319,22 @@ def _deferred(config: pytest.Config) -> None:
     """Judge the root cause of the composite checks that failed while the earlier areas' harness was still running
     (`grade` with a job to spare): once it has finished, as that check would have been judged in one harness."""
     deferred, config.stash[_DEFERRED] = config.stash[_DEFERRED], []
+    areas = failed_areas(config)  # waits for the earlier areas' harness to end
     for item, request, funcargs in deferred:
         done = item._request, item.funcargs
         item._request, item.funcargs = request, funcargs
+        item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
         try:
-            blocks = rootcause.culprits(item, failed_areas(config))
+            blocks = rootcause.culprits(item, areas)
         finally:
             item._request, item.funcargs = done
-        if not blocks:
-            continue
         failed = config.stash[_RESULTS][item.nodeid]
-        entry = _entry(item, "passed", "")
-        entry["advisories"] = [rootcause.advisory(item, blocks), *failed.get("advisories", [])]
-        entry["seconds"] = failed.get("seconds")
-        config.stash[_RESULTS][item.nodeid] = entry
+        spent = seconds(item)  # the search's time is the check's, as when it is judged at once
+        total = {key: round(failed.get("seconds", {}).get(key, 0.0) + spent[key], 3) for key in spent}
+        if blocks:
+            failed = dict(_entry(item, "passed", ""),
+                          advisories=[rootcause.advisory(item, blocks), *failed.get("advisories", [])])
+        config.stash[_RESULTS][item.nodeid] = dict(failed, seconds=total)
     _write(config)
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 
 from under_test.sandbox import Sandbox, SubmissionRaised
-from under_test.wire import Handle
+from under_test.wire import DTYPES, Handle, WireError
 
 from .compare import PARAMETER_TYPES, fail, tensor_of
 
@@ -28,6 +28,26 @@ def state_entries(sandbox: Sandbox, handle: Handle, what: str) -> list[Entry]:
     state = sandbox.state(handle)
     return [Entry(name, kind, tensor_of(value, f"{what}.state_dict()[{name!r}]", PARAMETER_TYPES), value.requires_grad)
             for name, kind, value in state["entries"]]
+
+
+def state_layout(sandbox: Sandbox, handle: Handle, what: str) -> list[Entry]:
+    """The module's state_dict without its values: each entry's tensor is a meta tensor of its dtype and shape
+    (for checks of names, kinds, shapes and order, which then need not move the values)."""
+    state = sandbox.state(handle, values=False)
+    entries = []
+    for name, kind, layout in state["entries"]:
+        if not isinstance(layout, dict):  # not a tensor: reported as state_entries reports it
+            tensor_of(layout, f"{what}.state_dict()[{name!r}]", PARAMETER_TYPES)
+            raise WireError(f"state: a malformed layout for {name!r}")
+        dtype, shape = DTYPES.get(layout.get("dtype")), layout.get("shape")
+        if layout.get("type") not in PARAMETER_TYPES:
+            fail(f"{what}.state_dict()[{name!r}] returned a {layout.get('type')}, not a plain torch.Tensor "
+                 "(return an ordinary tensor; subclasses and wrappers are not accepted)")
+        if dtype is None or not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
+            raise WireError(f"state: a malformed layout for {name!r}")
+        entries.append(Entry(name, kind, torch.empty(shape, dtype=dtype, device="meta"),
+                             layout.get("requires_grad") is True))
+    return entries
 
 
 def state_tensors(sandbox: Sandbox, handle: Handle, what: str) -> dict[str, torch.Tensor]:

@@ -349,8 +349,15 @@ class Sandbox:
     def set(self, handle: Handle, path: str, value) -> None:
         self.request("setattr", handle, path, value)
 
-    def state(self, handle: Handle) -> dict:
-        return self.request("state", handle)
+    def state(self, handle: Handle, values: bool = True) -> dict:
+        return self.request("state", handle, values=values)
+
+    def pretrained(self) -> Handle:
+        """The worker's own "pretrained" ResNet34 (what `models.resnet34(weights=...)` gives the submission)."""
+        handle = self.request("pretrained")
+        if not isinstance(handle, Handle):
+            raise wire.WireError("pretrained: expected a model")
+        return handle
 
     def repr(self, handle: Handle) -> str:
         return self.request("repr", handle)
@@ -440,7 +447,7 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
         what = {"call": "calling", "construct": "constructing", "grad": "backpropagating through"}[verb]
         return f"{what} {name}({', '.join(parts)})" + (f" [{options}]" if options else "")
     return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
-            "reset": "resetting", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
+            "reset": "resetting", "pretrained": "building the pretrained ResNet34", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
             "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
 
 

@@ -22,8 +22,9 @@ from .wire import HEADER, Handle, RequestUnpickler, dump, encode, read_exact, ty
 
 
 class Worker:
-    def __init__(self, namespace: dict):
+    def __init__(self, namespace: dict, pretrained=None):
         self.namespace = namespace
+        self.pretrained = pretrained
         self.objects: dict[int, object] = {}
         self.base_bytes = _mapped_bytes()
 
@@ -113,21 +114,33 @@ class Worker:
         else:
             setattr(obj, last, value)
 
-    def do_state(self, handle):
-        """state_dict entries in order, with whether each is a parameter or a buffer."""
+    def do_state(self, handle, values=True):
+        """state_dict entries in order, with whether each is a parameter or a buffer; with `values=False`, each
+        entry's layout (type, dtype, shape, requires_grad) instead of its values."""
+        import torch
+
         module = self.resolve(handle)
         parameters = dict(module.named_parameters(remove_duplicate=False))
         buffers = dict(module.named_buffers(remove_duplicate=False))
         entries = []
         for key, value in module.state_dict(keep_vars=True).items():
             kind = "parameter" if key in parameters else "buffer" if key in buffers else "other"
-            entries.append([key, kind, self.out(value)])
+            if values or not isinstance(value, torch.Tensor):
+                entries.append([key, kind, self.out(value)])
+            else:
+                entries.append([key, kind, {"type": type_name(value), "dtype": str(value.dtype).removeprefix("torch."),
+                                            "shape": list(value.shape), "requires_grad": bool(value.requires_grad)}])
         return {
             "entries": entries,
             "parameters": [[n, bool(p.requires_grad)] for n, p in parameters.items()],
             "buffers": list(buffers),
             "training": [[n, bool(m.training)] for n, m in module.named_modules()],
         }
+
+    def do_pretrained(self):
+        """The "pretrained" ResNet34, built here as `models.resnet34(weights=...)` builds it for the submission
+        (`course.install_offline_torchvision`), in eval mode: the source copy_weights copies from."""
+        return self.out(self.pretrained().eval())
 
     def do_repr(self, handle):
         return repr(self.resolve(handle))
@@ -419,6 +432,7 @@ def main(argv: list[str] | None = None) -> None:
     if lent:
         from . import trusted
     install_offline_torchvision()
+    from fixtures.standin import pretrained_resnet34 as pretrained  # kept: `fixtures` is out of reach from here on
     namespace = submission_module().__dict__
     aliases = json.loads(options.aliases)
     skip = {int(index): str(why) for index, why in json.loads(options.skip).items()}
@@ -439,7 +453,7 @@ def main(argv: list[str] | None = None) -> None:
     if lent:
         own = [sys.modules[name].__dict__ for name in (finder.loaded if finder else []) if name in sys.modules]
         trusted.lend(lent, [namespace, *own])
-    worker = Worker(namespace)
+    worker = Worker(namespace, pretrained)
     layers = TorchLayers()
     gc.freeze()  # what loading made stays out of every later collection: `reset` costs milliseconds, not 0.1 s
     _send(reply_fd, {"ok": True, "value": {"failed": report.failed, "notes": report.notes},

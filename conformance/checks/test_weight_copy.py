@@ -21,12 +21,13 @@ from __future__ import annotations
 import functools
 import time
 from collections import Counter
+from collections.abc import Callable
 
 import torch
 
 from conformance.areas import area, requires
 from conformance.compare import fail, tensor_of
-from conformance.probing import Entry, set_mode, state_entries
+from conformance.probing import Entry, set_mode, state_entries, state_layout
 from conformance.structure import NORM_LEAVES, entries_of
 from fixtures.images import PHOTOS, photo_batch
 from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL, as_logits_array, expected_logits, logits_differences
@@ -140,13 +141,20 @@ def misalignment(entries: list[Entry]) -> str:
 
 # ---- running copy_weights in the sandbox --------------------------------------------------------
 
-def copy_into_default(sandbox) -> tuple[Handle, list[Entry], str]:
-    """ResNet34() with the pretrained weights copied in by copy_weights: (model, entries before, misalignment)."""
+def copy_into_default(sandbox) -> tuple[Handle, Callable[[], list[Entry]], str]:
+    """ResNet34() with the pretrained weights copied in by copy_weights: (model, entries before, misalignment).
+
+    The entries before the copy are read when a failure needs them (`before()`: a second ResNet34(), built with the
+    same seed): a passing copy never moves them.
+    """
     handle = sandbox.construct("ResNet34")
-    before = state_entries(sandbox, handle, "ResNet34()")
-    problem = misalignment(before)
+    problem = misalignment(state_layout(sandbox, handle, "ResNet34()"))
+
+    def before() -> list[Entry]:
+        return state_entries(sandbox, sandbox.construct("ResNet34"), "ResNet34()")
+
     try:
-        result = sandbox.call("copy_weights", handle, pretrained())
+        result = sandbox.call("copy_weights", handle, sandbox.pretrained())
     except SubmissionRaised as error:
         fail(f"copy_weights(ResNet34(), pretrained_resnet) raised {error.type_name}: {error.message}"
              + (f"\nThe cause: {problem}" if problem else f"\n{error.traceback}"))
@@ -154,17 +162,20 @@ def copy_into_default(sandbox) -> tuple[Handle, list[Entry], str]:
     return model, before, problem
 
 
-def value_problems(after: list[Entry], before: list[Entry], keys: list[str]) -> list[str]:
-    """Entries that do not hold the pretrained value they stand for (keys[i]: the torchvision key of entry i)."""
+def value_problems(after: list[Entry], before: Callable[[], list[Entry]], keys: list[str]) -> list[str]:
+    """Entries that do not hold the pretrained value they stand for (keys[i]: the torchvision key of entry i);
+    `before()` gives the entries before the copy, read only if one is wrong."""
     state = pretrained_state()
-    old = {e.name: e.tensor for e in before}
+    old: dict[str, torch.Tensor] | None = None
     problems = []
     for mine, key in zip(after, keys):
         expected = state[key]
         got = mine.tensor
         if tuple(got.shape) == tuple(expected.shape) and torch.equal(got.to(torch.float64), expected.to(torch.float64)):
             continue
-        if mine.name in old and torch.equal(got, old[mine.name]):
+        if old is None:
+            old = {e.name: e.tensor for e in before()}
+        if mine.name in old and tuple(old[mine.name].shape) == tuple(got.shape) and torch.equal(got, old[mine.name]):
             source = "still holds its value from before the copy"
         else:
             same = [k for k, v in state.items() if k != key and v.shape == got.shape
@@ -188,7 +199,7 @@ def expected_keys(entries: list[Entry]) -> list[str]:
     return keys
 
 
-def report_values(problems: list[str], before: list[Entry], after: list[Entry], what: str, problem: str) -> None:
+def report_values(problems: list[str], after: list[Entry], what: str, problem: str) -> None:
     buffers = sum(1 for e in after if e.kind == "buffer")
     lines = [f"after {what}, {len(problems)} of {len(after)} state_dict entries do not hold the pretrained value "
              f"they stand for: " + "; ".join(problems[:4]) + (" ..." if len(problems) > 4 else "")]
@@ -208,8 +219,7 @@ def report_values(problems: list[str], before: list[Entry], after: list[Entry], 
 def test_weight_copy_state_dict_lines_up_with_torchvision(sandbox):
     """ResNet34()'s state_dict lines up with torchvision's resnet34 entry by entry: 218 entries, same shapes, kinds."""
     handle = sandbox.construct("ResNet34")
-    entries = state_entries(sandbox, handle, "ResNet34()")
-    problem = misalignment(entries)
+    problem = misalignment(state_layout(sandbox, handle, "ResNet34()"))
     if problem:
         fail(problem)
 
@@ -224,7 +234,7 @@ def test_weight_copy_copied_entries_hold_pretrained_values(sandbox):
              f"{len(torchvision_entries())}" + (f"\nThe cause: {problem}" if problem else ""))
     problems = value_problems(after, before, expected_keys(after))
     if problems:
-        report_values(problems, before, after, "copy_weights(ResNet34(), pretrained_resnet)", problem)
+        report_values(problems, after, "copy_weights(ResNet34(), pretrained_resnet)", problem)
 
 
 def affordable_sizes(sandbox, model, advise) -> list[int]:
@@ -284,8 +294,8 @@ def test_weight_copy_pretrained_logits_match_snapshot(sandbox, advise):
         source = "the stand-in's stored snapshot" if pretrained_source() == "standin" else "torchvision's logits"
         text = (f"the logits differ from {source} (tolerance: atol={LOGITS_ATOL} + rtol={LOGITS_RTOL} * |expected|, "
                 "same top-1 class): " + "\n".join(failures))
-        stale = [] if problem else value_problems(state_entries(sandbox, model, "ResNet34() after copy_weights"),
-                                                  before, expected_keys(before))
+        after = [] if problem else state_entries(sandbox, model, "ResNet34() after copy_weights")
+        stale = value_problems(after, before, expected_keys(after)) if after else []
         if problem:
             text += f"\nThe cause is probably the state_dict order: {problem}"
         elif stale:
@@ -311,7 +321,7 @@ def test_weight_copy_copy_weights_into_reference_model(sandbox):
     target = resnet.ResNet(resnet.BasicBlock, [3, 4, 6, 3])
     before = entries_of(target)
     what = "copy_weights(a freshly initialised ResNet34, pretrained_resnet)"
-    result = sandbox.call("copy_weights", target, pretrained())
+    result = sandbox.call("copy_weights", target, sandbox.pretrained())
     if not isinstance(result, Handle) or result.type != "torchvision.models.resnet.ResNet":
         fail(f"{what} returned {result.type if isinstance(result, Handle) else repr(result)[:80]}; it must return "
              "my_resnet, the model it loaded the weights into (the course writes my_resnet = copy_weights(my_resnet, "
@@ -320,6 +330,6 @@ def test_weight_copy_copy_weights_into_reference_model(sandbox):
     keys = [e.name for e in torchvision_entries()]
     if len(after) != len(keys):
         fail(f"the model {what} returned has {len(after)} state_dict entries; expected {len(keys)}")
-    problems = value_problems(after, before, keys)
+    problems = value_problems(after, lambda: before, keys)
     if problems:
-        report_values(problems, before, after, what, "")
+        report_values(problems, after, what, "")
