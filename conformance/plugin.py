@@ -319,18 +319,28 @@ def _deferred(config: pytest.Config) -> None:
     """Judge the root cause of the composite checks that failed while the earlier areas' harness was still running
     (`grade` with a job to spare): once it has finished, as that check would have been judged in one harness."""
     deferred, config.stash[_DEFERRED] = config.stash[_DEFERRED], []
-    areas = failed_areas(config)  # waits for the earlier areas' harness to end
-    for item, request, funcargs in deferred:
+    spent: dict[str, dict[str, float]] = {}
+
+    def judge(item, request, funcargs, step):  # with what pytest took from the check once it had run
         done = item._request, item.funcargs
         item._request, item.funcargs = request, funcargs
         item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
         try:
-            blocks = rootcause.culprits(item, areas)
+            return step(item)
         finally:
             item._request, item.funcargs = done
+            so_far = spent.setdefault(item.nodeid, {})
+            for key, value in seconds(item).items():  # the search's time is the check's, as when judged at once
+                so_far[key] = so_far.get(key, 0.0) + value
+
+    for entry in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
+        judge(*entry, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
+    areas = failed_areas(config)  # waits for the earlier areas' harness to end
+    for item, request, funcargs in deferred:
+        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, areas))
         failed = config.stash[_RESULTS][item.nodeid]
-        spent = seconds(item)  # the search's time is the check's, as when it is judged at once
-        total = {key: round(failed.get("seconds", {}).get(key, 0.0) + spent[key], 3) for key in spent}
+        total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
+                 for key, value in spent[item.nodeid].items()}
         if blocks:
             failed = dict(_entry(item, "passed", ""),
                           advisories=[rootcause.advisory(item, blocks), *failed.get("advisories", [])])

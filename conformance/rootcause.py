@@ -11,6 +11,8 @@ are replaced, each is then tried alone to name the one(s) that matter.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from under_test.sandbox import Sandbox, SubmissionRaised
@@ -67,8 +69,20 @@ def stop_lending(config: pytest.Config) -> None:
     config.stash[_LENDING] = {}
 
 
+_TRIED = pytest.StashKey[dict]()  # (check, blocks lent) -> whether it passed: each is run once per session
+
+
 def passes_with(item: pytest.Item, trusted: list[str]) -> bool:
-    """Run the check again, its sandbox a worker with `trusted` blocks lent; does it pass?"""
+    """Run the check again, its sandbox a worker with `trusted` blocks lent; does it pass? (Remembered: the same
+    check with the same blocks lent gives the same answer.)"""
+    tried = item.config.stash.setdefault(_TRIED, {})
+    key = (item.nodeid, tuple(sorted(trusted)))
+    if key not in tried:
+        tried[key] = _run_with(item, trusted)
+    return tried[key]
+
+
+def _run_with(item: pytest.Item, trusted: list[str]) -> bool:
     own: Sandbox = item.funcargs["sandbox"]
     saved = list(item.user_properties)
     try:
@@ -106,6 +120,19 @@ def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
             return suspects
         return next(([name] for name in suspects if passes_with(item, [name])), suspects)
     return next(([name] for name in blocks if name not in suspects and passes_with(item, [name])), blocks)
+
+
+def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
+    """Until `known()` (the failed areas are known), run the trials `culprits` asks for whatever they are: all the
+    blocks lent, then each block alone. Their answers are remembered, so `culprits` gives what it would have given
+    without them, sooner."""
+    blocks = own_blocks(item)
+    if len(blocks) < 2 or known() or not passes_with(item, blocks):
+        return
+    for name in blocks:
+        if known():
+            return
+        passes_with(item, [name])
 
 
 def advisory(item: pytest.Item, blocks: list[str]) -> str:
