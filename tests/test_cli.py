@@ -150,3 +150,25 @@ def test_a_spare_job_grades_a_submission_in_two_harnesses_with_the_same_verdicts
         document.pop("execution_time")
     assert documents[0] == documents[1]
     assert any("inherits the bug of Conv2d" in a and "feature_extraction" in a for a in documents[0]["advisories"])
+
+
+def test_without_a_zygote_grade_forks_its_harnesses_with_the_same_verdicts(tmp_path):
+    """`CONFORMANCE_ZYGOTE=0` (or a zygote that cannot clone): harnesses are forks of `grade`, workers new
+    interpreters; the results are those of the clones."""
+    import os
+
+    (tmp_path / "good.py").write_text(GOOD_BATCHNORM)
+    documents = []
+    for disabled in (False, True):
+        out = tmp_path / f"out{int(disabled)}"
+        env = dict(os.environ, CONFORMANCE_ZYGOTE="0") if disabled else None
+        done = subprocess.run([sys.executable, "-m", "conformance.cli", "grade", str(tmp_path / "good.py"), "--out",
+                               str(out), "--profile", "corpus"], capture_output=True, text=True, cwd=ROOT,
+                              timeout=600, env=env)
+        assert done.returncode == 0, done.stderr[-3000:]
+        document = load(out, "good")
+        assert document["areas"]["batchnorm"]["status"] == "passed"
+        document.pop("timing")
+        document.pop("execution_time")
+        documents.append(document)
+    assert documents[0] == documents[1]
