@@ -84,7 +84,8 @@ def grade(paths: list[Path], out: Path, jobs: int) -> tuple[float, list[dict]]:
 
 def describe(title: str, wall: float, results: list[dict], target: float) -> dict:
     submission = sum(r["timing"]["submission"] for r in results)
-    busy = sum(r["timing"]["total"] for r in results)
+    # A submission's own time: its checks (summed over its harnesses when it was graded in two) and the start.
+    busy = sum(r["timing"]["checks"] + r["timing"]["startup"] for r in results)
     areas: dict[str, dict[str, float]] = {}
     slowest = []
     for result in results:
@@ -95,13 +96,14 @@ def describe(title: str, wall: float, results: list[dict], target: float) -> dic
         slowest += [dict(check, submission_name=result["name"]) for check in result["timing"]["slowest"]]
     slowest.sort(key=lambda check: -check["wall"])
     print(f"\n== {title}: {wall:.1f} s wall ({'within' if wall <= target else 'OVER'} the {target:g} s target)")
-    print(f"   {len(results)} submission(s); graded for {busy:.1f} s in all, {submission:.1f} s of it inside the "
-          f"submissions' code, {busy - submission:.1f} s in the harness (start, workers, oracles, comparisons)")
+    print(f"   {len(results)} submission(s); {busy:.1f} s of grading work in all (summed over harnesses running at "
+          f"once), {submission:.1f} s of it inside the submissions' code, {busy - submission:.1f} s in the harness "
+          "(start, workers, oracles, comparisons)")
     for result in results[:3] if len(results) > 3 else results:
         timing = result["timing"]
         print(f"   {result['name']}: score {result['score']:g}, failed {result['failed_areas'] or 'nothing'}; "
-              f"{timing['total']} s = startup {timing['startup']} + checks {timing['checks']} (submission "
-              f"{timing['submission']}, worker start {timing['worker_start']}, harness {timing['harness']})")
+              f"{timing['total']} s from its launch; checks {timing['checks']} s (submission {timing['submission']}, "
+              f"worker start {timing['worker_start']}, harness {timing['harness']}), startup {timing['startup']} s")
     print("   per area (wall / inside the submission): " + ", ".join(
         f"{a} {v['wall']:.1f}/{v['submission']:.1f}" for a, v in areas.items()))
     print("   slowest checks: " + "; ".join(f"{c['name']} {c['wall']:.1f} s" for c in slowest[:5]))

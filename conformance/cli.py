@@ -343,9 +343,11 @@ def _finish(job: _Running, options: argparse.Namespace) -> dict:
     entries: list[dict] = []
     load = None
     errors = []
+    longest = 0.0  # the checks' time of the harness that took longest (the others ran beside it)
     for part in job.parts:
         got, loaded = _checks(part)
         entries += got
+        longest = max(longest, report.timing(got)["checks"])
         load = load if load is not None else loaded
         if part.error:
             errors.append(part.error)
@@ -356,7 +358,7 @@ def _finish(job: _Running, options: argparse.Namespace) -> dict:
     data = report.build(entries, impl=str(job.path), strict=options.strict, final=True, load=load)
     data["execution_time"] = round(time.monotonic() - job.started, 1)
     data["timing"]["total"] = data["execution_time"]
-    data["timing"]["startup"] = round(max(data["execution_time"] - data["timing"]["checks"], 0.0), 2)
+    data["timing"]["startup"] = round(max(data["execution_time"] - longest, 0.0), 2)
     if error:
         data["output"] = "\n".join(filter(None, [error, data["output"]]))
     (job.directory / "results.json").write_text(json.dumps(data, indent=2))
