@@ -250,7 +250,7 @@ def _start_harness(arguments: list[str], log: Path, tmp: Path) -> int:
     template = processes.own_zygote()
     if template is not None:
         try:
-            return template.harness(arguments, _harness_env(tmp), str(tmp), str(log))
+            return template.harness(arguments, _harness_env(tmp), str(tmp), str(log.resolve()))  # not our folder
         except zygote.Unavailable:
             pass
     if not _IMPORTED:

@@ -172,3 +172,15 @@ def test_without_a_zygote_grade_forks_its_harnesses_with_the_same_verdicts(tmp_p
         document.pop("execution_time")
         documents.append(document)
     assert documents[0] == documents[1]
+
+
+def test_grade_with_relative_paths_from_the_submissions_folder(tmp_path):
+    """`conformance grade sub.py --out graded` run from the submissions' folder, as the README shows it."""
+    (tmp_path / "good.py").write_text(GOOD_BATCHNORM)
+    done = subprocess.run([sys.executable, "-m", "conformance.cli", "grade", "good.py", "--out", "graded",
+                           "--profile", "corpus"], capture_output=True, text=True,
+                          cwd=tmp_path, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    document = json.loads((tmp_path / "graded" / "good" / "results.json").read_text())
+    assert document["areas"]["batchnorm"]["status"] == "passed", document["output"]
+    assert (tmp_path / "graded" / "good" / "log.txt").exists()
