@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import functools
 import json
 import os
 import shutil
@@ -173,6 +174,7 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     return 2 if unreadable else 0
 
 
+@functools.cache
 def _import_harness() -> None:
     """Import the harness once (when harnesses are forked from this process: no zygote to clone them)."""
     import importlib
@@ -237,9 +239,6 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace,
     return _Running(name, path, directory, time.monotonic(), parts)
 
 
-_IMPORTED: list[bool] = []
-
-
 def _start_harness(arguments: list[str], log: Path, tmp: Path) -> int:
     """A harness running pytest with `arguments`; its pid (a child of this process).
 
@@ -253,9 +252,7 @@ def _start_harness(arguments: list[str], log: Path, tmp: Path) -> int:
             return template.harness(arguments, _harness_env(tmp), str(tmp), str(log.resolve()))  # not our folder
         except zygote.Unavailable:
             pass
-    if not _IMPORTED:
-        _import_harness()
-        _IMPORTED.append(True)
+    _import_harness()
     return fork_harness(lambda: run_harness(arguments), log, tmp)
 
 

@@ -29,9 +29,7 @@ PARAMETER_TYPES = ("torch.Tensor", "torch.nn.parameter.Parameter", "torch.nn.par
 def tensor_of(value: object, what: str, allowed: tuple[str, ...] = ("torch.Tensor",)) -> torch.Tensor:
     """The plain tensor behind a submission's result, or a failure saying what came back."""
     if isinstance(value, Returned):
-        if value.type not in allowed:
-            fail(f"{what} returned a {value.type}, not a plain torch.Tensor "
-                 "(return an ordinary tensor; subclasses and wrappers are not accepted)")
+        require_plain(value.type, what, allowed)
         return value.tensor
     if type(value) is torch.Tensor:  # already checked (e.g. a state entry) or computed by the harness
         return value
@@ -39,6 +37,13 @@ def tensor_of(value: object, what: str, allowed: tuple[str, ...] = ("torch.Tenso
         fail(f"{what} returned a {value.type} object, not a tensor")
     fail(f"{what} returned {type(value).__name__} {value!r:.80}, not a tensor")
     raise AssertionError  # unreachable
+
+
+def require_plain(type_name: str, what: str, allowed: tuple[str, ...] = ("torch.Tensor",)) -> None:
+    """Fail unless a returned tensor's type is one of `allowed` (no subclass, no wrapper)."""
+    if type_name not in allowed:
+        fail(f"{what} returned a {type_name}, not a plain torch.Tensor "
+             "(return an ordinary tensor; subclasses and wrappers are not accepted)")
 
 
 # Tolerances per dtype: (rtol, atol). Sums of a few hundred float32 terms stay well inside.

@@ -10,7 +10,7 @@ import torch
 from under_test.sandbox import Sandbox, SubmissionRaised
 from under_test.wire import DTYPES, Handle, WireError
 
-from .compare import PARAMETER_TYPES, fail, tensor_of
+from .compare import PARAMETER_TYPES, fail, require_plain, tensor_of
 
 
 @dataclass(frozen=True)
@@ -40,9 +40,7 @@ def state_layout(sandbox: Sandbox, handle: Handle, what: str) -> list[Entry]:
             tensor_of(layout, f"{what}.state_dict()[{name!r}]", PARAMETER_TYPES)
             raise WireError(f"state: a malformed layout for {name!r}")
         dtype, shape = DTYPES.get(layout.get("dtype")), layout.get("shape")
-        if layout.get("type") not in PARAMETER_TYPES:
-            fail(f"{what}.state_dict()[{name!r}] returned a {layout.get('type')}, not a plain torch.Tensor "
-                 "(return an ordinary tensor; subclasses and wrappers are not accepted)")
+        require_plain(str(layout.get("type")), f"{what}.state_dict()[{name!r}]", PARAMETER_TYPES)
         if dtype is None or not isinstance(shape, list) or not all(type(n) is int and n >= 0 for n in shape):
             raise WireError(f"state: a malformed layout for {name!r}")
         entries.append(Entry(name, kind, torch.empty(shape, dtype=dtype, device="meta"),

@@ -123,9 +123,9 @@ def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
-    """Until `known()` (the failed areas are known), run the trials `culprits` asks for whatever they are: all the
-    blocks lent, then each block alone. Their answers are remembered, so `culprits` gives what it would have given
-    without them, sooner."""
+    """Until `known()` (the failed areas are known), run the trials `culprits` most often asks for: all the blocks
+    lent, then each block alone. Their answers are remembered (`passes_with`), so `culprits` gives what it would
+    have given without them, sooner."""
     blocks = own_blocks(item)
     if len(blocks) < 2 or known() or not passes_with(item, blocks):
         return

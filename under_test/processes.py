@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Callable
-
 from . import zygote
 
 DEFAULT_TIMEOUT = 10.0  # one call into the submission
@@ -78,14 +76,14 @@ def _children() -> list[int]:
 _ZYGOTE: list[zygote.Zygote] = []  # this process's worker template, started with its first worker
 
 
-def own_zygote(env: Callable[[], dict[str, str]] = zygote.base_env) -> zygote.Zygote | None:
-    """This process's zygote (started now, with `env()`, if need be); None when workers start from scratch."""
+def own_zygote() -> zygote.Zygote | None:
+    """This process's zygote (started now if need be); None when workers start from scratch."""
     if os.environ.get(zygote.DISABLE_ENV) == "0":
         return None
     if _ZYGOTE and _ZYGOTE[0].owner != os.getpid():  # inherited through a fork: the parent's, not ours
         _ZYGOTE.pop().sock.close()
     if not _ZYGOTE:
-        template = zygote.Zygote(env())
+        template = zygote.Zygote(zygote.base_env())
         LIVE.add(template.process.pid)
         _ZYGOTE.append(template)
     return None if _ZYGOTE[0].dead else _ZYGOTE[0]

@@ -157,7 +157,7 @@ class Sandbox:
         # Its home, caches and temporary files are the worker's private folder (`workdir`), removed when it stops.
         env = dict(worker_env(), HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private)
         self._command = (arguments, env, private)
-        template = own_zygote(worker_env)
+        template = own_zygote()
         if template is not None:
             try:
                 self.process = template.clone(arguments, env, private, self._log.fileno())
@@ -212,11 +212,10 @@ class Sandbox:
         self._launched = False
         if self.process is not None:
             self._settle()
-            for kill in (os.killpg, os.kill):  # its group (what it started), and itself whatever its group
-                try:
-                    kill(self.process.pid, 9)
-                except (ProcessLookupError, PermissionError):
-                    pass
+            try:
+                os.killpg(self.process.pid, 9)  # it leads its group (a clone's pid is known only once it does)
+            except (ProcessLookupError, PermissionError):
+                pass
             self.process.wait()
             LIVE.discard(self.process.pid)
             for stream in (self.process.stdin, self.process.stdout):
@@ -447,7 +446,8 @@ def _describe(verb: str, args: tuple, kwargs: dict) -> str:
         what = {"call": "calling", "construct": "constructing", "grad": "backpropagating through"}[verb]
         return f"{what} {name}({', '.join(parts)})" + (f" [{options}]" if options else "")
     return {"state": "reading a module's state", "repr": "printing a module", "method": "calling a method",
-            "reset": "resetting", "pretrained": "building the pretrained ResNet34", "fit": "training the model on digits (Adam, cross-entropy, train mode)",
+            "reset": "resetting", "pretrained": "building the pretrained ResNet34",
+            "fit": "training the model on digits (Adam, cross-entropy, train mode)",
             "run_train": "running the submission's own train(args) on digits"}.get(verb, verb)
 
 

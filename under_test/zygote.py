@@ -26,7 +26,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 CLONE_PARENT = 0x00008000
@@ -92,20 +91,14 @@ class Cloned:
 
     def poll(self) -> int | None:
         if self.returncode is None and self.settled:
-            if self._pid is None:
-                self.returncode = -1
-            else:
-                done, status = os.waitpid(self._pid, os.WNOHANG)
-                if done:
-                    self.returncode = os.waitstatus_to_exitcode(status)
+            self.returncode = _reap(self._pid, os.WNOHANG) if self._pid is not None else -1
         return self.returncode
 
     def wait(self) -> int:
         if self.returncode is None:
             try:
-                _, status = os.waitpid(self.pid, 0)
-                self.returncode = os.waitstatus_to_exitcode(status)
-            except (ChildProcessError, Unavailable):
+                self.returncode = _reap(self.pid, 0)
+            except Unavailable:
                 self.returncode = -1
         return self.returncode
 
@@ -118,12 +111,7 @@ class _Forked:
 
     def poll(self) -> int | None:
         if self.returncode is None:
-            try:
-                done, status = os.waitpid(self.pid, os.WNOHANG)
-            except ChildProcessError:
-                done, status = self.pid, 0
-            if done:
-                self.returncode = os.waitstatus_to_exitcode(status)
+            self.returncode = _reap(self.pid, os.WNOHANG)
         return self.returncode
 
     def kill(self) -> None:
@@ -133,9 +121,18 @@ class _Forked:
             pass
 
     def wait(self) -> int:
-        while self.poll() is None:
-            time.sleep(0.01)
+        if self.returncode is None:
+            self.returncode = _reap(self.pid, 0)
         return self.returncode
+
+
+def _reap(pid: int, flags: int) -> int | None:
+    """A child's exit code once it has ended (-1 if it was reaped elsewhere); None while it runs (os.WNOHANG)."""
+    try:
+        done, status = os.waitpid(pid, flags)
+    except ChildProcessError:
+        return -1
+    return os.waitstatus_to_exitcode(status) if done else None
 
 
 class Zygote:
@@ -145,10 +142,11 @@ class Zygote:
     def __init__(self, env: dict[str, str]):
         self.owner = os.getpid()
         self.sock, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
-        self._log = tempfile.TemporaryFile()
+        # Its stderr is this process's (a harness's log, or grade's terminal): where a clone that fails before it
+        # has a log of its own says why.
         self.process = subprocess.Popen(
             [sys.executable, "-m", "under_test.zygote", str(theirs.fileno())], pass_fds=[theirs.fileno()],
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=self._log, env=env, cwd="/")
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd="/")
         theirs.close()
         self.pending: collections.deque[Cloned] = collections.deque()
         self.dead: str | None = None
@@ -265,38 +263,54 @@ def _clone() -> int:
     return pid
 
 
-def _become_worker(sock: socket.socket, fds: list[int], ready: int, argv: list[str], env: dict, cwd: str) -> None:
-    """In the clone: take the worker's descriptors, folder and environment, then run the worker."""
+def _take_over(sock: socket.socket, ready: int, fds: dict[int, int], cwd: str, env: dict) -> None:
+    """In a clone: leave the zygote's channel, lead a session of its own (what `start_new_session=True` gives a
+    process started from scratch), say so, then take its descriptors ({target: fd}), folder and environment."""
+    sock.close()
+    os.setsid()
+    os.write(ready, b"1")
+    os.close(ready)
+    for target, fd in fds.items():
+        os.dup2(fd, target)
+    for fd in set(fds.values()) - set(fds):
+        os.close(fd)
+    os.chdir(cwd)
+    os.environ.clear()
+    os.environ.update(env)
+    tempfile.tempdir = None  # TMPDIR is the clone's own
+
+
+def _run_clone(body) -> None:
+    """Run `body()` (its exit code) and end the clone with it; whatever it raises goes to the clone's stderr."""
     code = 1
     try:
-        sock.close()
-        os.setsid()  # its own session and process group, as `start_new_session=True` gives a worker from scratch
-        os.write(ready, b"1")
-        os.close(ready)
-        for target, fd in enumerate(fds):
-            os.dup2(fd, target)
-        for fd in set(fds) - {0, 1, 2}:
-            os.close(fd)
-        os.chdir(cwd)
-        os.environ.clear()
-        os.environ.update(env)
-        tempfile.tempdir = None  # TMPDIR is the worker's own folder
-        from . import worker
-
-        sys.argv = [worker.__file__, *argv]
-        worker.main(argv)
-        code = 0
+        code = body()
     except SystemExit as exit:
         code = exit.code if isinstance(exit.code, int) else 1
-    except BaseException:  # noqa: BLE001 - reported on the worker's log, which the sandbox shows
+    except BaseException:  # noqa: BLE001 - on the clone's log, which the sandbox or `grade` shows
         import traceback
 
         traceback.print_exc()
     finally:
         try:
+            sys.stdout.flush()
             sys.stderr.flush()
         finally:
             os._exit(code)
+
+
+def _become_worker(sock: socket.socket, ready: int, request: dict, fds: list[int]) -> None:
+    """In a clone made for a sandbox: `python -m under_test.worker *argv`, on the descriptors it was sent."""
+    def body() -> int:
+        _take_over(sock, ready, dict(enumerate(fds)), str(request["cwd"]), dict(request["env"]))
+        from . import worker
+
+        argv = list(request["argv"])
+        sys.argv = [worker.__file__, *argv]
+        worker.main(argv)
+        return 0
+
+    _run_clone(body)
 
 
 def main(fd: int) -> None:
@@ -353,7 +367,7 @@ def _serve(sock: socket.socket) -> None:
             os.close(ready_r)
             if kind == "harness":
                 _become_harness(sock, ready_w, request)
-            _become_worker(sock, fds, ready_w, list(request["argv"]), dict(request["env"]), str(request["cwd"]))
+            _become_worker(sock, ready_w, request, fds)
         for fd in (*fds, ready_w):
             os.close(fd)
         # The pid is given once the clone leads its own process group: a worker or harness is ended by killing
@@ -366,49 +380,27 @@ def _serve(sock: socket.socket) -> None:
 def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
     """In a clone made for `conformance grade`: fork this harness's own zygote (this process as it is now: torch
     imported, nothing of the harness yet), then import the harness and run it."""
-    code = 3
-    try:
-        sock.close()
-        os.setsid()
+    def body() -> int:
+        log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _take_over(sock, ready, {1: log, 2: log}, str(request["cwd"]), dict(request["env"]))
         from .worker import _die_with_parent
 
         _die_with_parent()  # with `conformance grade`
-        os.write(ready, b"1")
-        os.close(ready)
-        log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        for target in (1, 2):
-            os.dup2(log, target)
-        os.close(log)
-        os.chdir(str(request["cwd"]))
-        os.environ.clear()
-        os.environ.update(dict(request["env"]))
-        tempfile.tempdir = None
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
-            try:
-                mine.close()
-                _die_with_parent()
-                _serve(theirs)
-            finally:
-                os._exit(0)
+            mine.close()
+            _die_with_parent()
+            _run_clone(lambda: _serve(theirs) or 0)
         theirs.close()
         from . import processes
 
         processes.adopt_zygote(pid, mine)
         from conformance.cli import run_harness
 
-        code = run_harness(list(request["argv"]))
-    except BaseException:  # noqa: BLE001 - on the harness's log, which `grade` names when results are missing
-        import traceback
+        return run_harness(list(request["argv"]))
 
-        traceback.print_exc()
-    finally:
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        finally:
-            os._exit(code)
+    _run_clone(body)
 
 
 if __name__ == "__main__":

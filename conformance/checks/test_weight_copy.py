@@ -60,14 +60,10 @@ def torchvision_entries() -> tuple[Entry, ...]:
 
 
 @functools.lru_cache(maxsize=1)
-def pretrained() -> torch.nn.Module:
-    """The "pretrained" torchvision resnet34 (pickled into the worker for each copy; never changed here)."""
-    return pretrained_resnet34().eval()
-
-
 @functools.lru_cache(maxsize=1)
 def pretrained_state() -> dict[str, torch.Tensor]:
-    return {key: value.detach().clone() for key, value in pretrained().state_dict().items()}
+    """The "pretrained" torchvision resnet34's values, by name (the worker builds its own copy to copy from)."""
+    return {key: value.detach().clone() for key, value in pretrained_resnet34().state_dict().items()}
 
 
 def describe(entry: Entry) -> str:
