@@ -89,7 +89,7 @@ def _pytest_arguments(impl: Path, options: argparse.Namespace, ini: Path) -> lis
     command = ["--pyargs", "conformance.checks", "--impl", str(impl),
                "-c", str(ini), "--rootdir", str(ini.parent), "-p", "no:cacheprovider",
                "-p", "no:unraisableexception",  # its closing garbage collections cost half a second
-               "-W", "ignore::pytest.PytestAssertRewriteWarning",  # a cloned harness has these modules imported
+               "--assert=plain",  # the checks report through `fail`, never a bare assert: nothing to rewrite
                f"--hypothesis-profile={options.profile}", f"--probe-timeout={options.probe_timeout}",
                f"--memory-mb={options.memory_mb}", f"--load-timeout={options.load_timeout}"]
     command += ["--strict-conventions"] if options.strict else []
@@ -215,6 +215,11 @@ class _Running:
         return [part for part in self.parts if part.error is None]
 
 
+#: The only pytest plugins a grade's harness loads (by entry-point name): importing every other installed one costs
+#: half a second per harness.
+HARNESS_PLUGINS = ("--disable-plugin-autoload", "-p", "conformance", "-p", "hypothesispytest")
+
+
 def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace, split: bool = False) -> _Running:
     """Start the harness(es) for one submission: pytest sessions of their own, each in its own process group.
 
@@ -229,7 +234,8 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace,
     for index, areas in enumerate(groups):
         tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
         arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
-            ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly"] + [f"--area={a}" for a in areas]
+            ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly", *HARNESS_PLUGINS] + \
+            [f"--area={a}" for a in areas]
         if index:
             arguments.append(f"--earlier-areas-json={tmp / 'earlier.json'}")
         log = directory / ("log.txt" if not index else f"log-{'-'.join(areas)}.txt")

@@ -38,3 +38,29 @@ def test_a_check_runs_its_budget_scaled_by_the_active_profile():
 
 def test_an_unlisted_check_runs_the_profiles_count():
     assert budgets.examples("test_not_budgeted") == settings.default.max_examples
+
+
+def test_the_static_feature_extraction_checks_draw_the_same_class_counts():
+    """Both read the same builds (`test_feature_extraction.built`): a draw of one that the other lacks costs a build."""
+    from conformance.checks import test_feature_extraction as fe
+
+    checks = (fe.test_feature_extraction_backbone_pretrained_and_frozen,
+              fe.test_feature_extraction_head_is_a_fresh_trainable_linear)
+    drawn = []
+    for profile in ("conformance", "thorough"):
+        settings.load_profile(profile)
+        try:
+            for check in checks:
+                seen: list[int] = []
+                budgets.apply(check)
+                inner = check.hypothesis.inner_test
+                check.hypothesis.inner_test = lambda sandbox, n_classes, seen=seen: seen.append(n_classes)
+                try:
+                    check(sandbox=None)
+                finally:
+                    check.hypothesis.inner_test = inner
+                drawn.append((profile, seen))
+        finally:
+            settings.load_profile("default")
+    assert drawn[0][1] == drawn[1][1] and drawn[2][1] == drawn[3][1], drawn
+    assert drawn[0][1][0] == 1000 and len(set(drawn[0][1])) == 1 + budgets.EXAMPLES[checks[0].__name__], drawn

@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .wire import HEADER, Handle, RequestUnpickler, dump, encode, read_exact, type_name
+from .wire import HEADER, Handle, RequestUnpickler, dump_parts, encode, read_exact, type_name, write_all
 
 
 class Worker:
@@ -368,12 +368,8 @@ def _submission_traceback(error: BaseException) -> str:
 
 
 def _send(fd: int, message: dict) -> None:
-    payload = dump(message)
-    os.write(fd, HEADER.pack(len(payload)))
-    view = memoryview(payload)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+    parts = dump_parts(message)
+    write_all(fd, [HEADER.pack(sum(len(memoryview(part).cast("B")) for part in parts)), *parts])
 
 
 def _private_channel() -> tuple[int, int]:
