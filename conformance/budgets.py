@@ -156,4 +156,4 @@ def apply(test) -> None:
 #: grades a submission in two harnesses at once, these areas in the second: feature extraction, about a third of a
 #: correct submission's time, against the eight other areas. They come last in AREAS, after every building block
 #: they use, so the second harness judges root causes knowing which earlier areas failed (`plugin.failed_areas`).
-APART: tuple[str, ...] = ("feature_extraction",)
+APART: tuple[str, ...] = ("weight_copy", "feature_extraction")
