@@ -145,10 +145,12 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
 
     rows = []
     processes.become_subreaper()
-    processes.own_zygote()  # it imports torch now, and clones every harness (`_start_harness`)
+    template = processes.own_zygote()  # it imports torch now, and clones every harness (`_start_harness`)
     waiting = list(submissions)
     running: list[_Running] = []
     jobs = max(1, options.jobs)
+    if template is not None and len(waiting) > jobs:
+        template.warm()  # once for the class: what each harness would compute alike
     try:
         while waiting or running:
             while waiting and sum(len(job.live) for job in running) < jobs:

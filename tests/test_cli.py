@@ -10,6 +10,7 @@ import sys
 import pytest
 
 from conformance.areas import AREAS, RUBRIC
+from conformance.budgets import APART
 from corpus import ROOT
 
 GOOD_BATCHNORM = (ROOT / "reference" / "batchnorm.py").read_text()
@@ -132,7 +133,7 @@ def test_checks_without_an_implementation_are_a_clear_error():
 
 
 def test_a_spare_job_grades_a_submission_in_two_harnesses_with_the_same_verdicts(tmp_path):
-    """One submission, `--jobs 2`: feature extraction is graded beside the other areas (`budgets.APART`), and
+    """One submission, `--jobs 2`: the last areas are graded beside the others (`budgets.APART`), and
     results.json is the one `--jobs 1` writes, root causes included, apart from the timings."""
     from benchmarks.run import three_bug_source
 
@@ -144,7 +145,7 @@ def test_a_spare_job_grades_a_submission_in_two_harnesses_with_the_same_verdicts
         assert done.returncode == 0, done.stderr[-3000:]
         documents.append(load(out, "three_bugs"))
         logs = sorted(p.name for p in (out / "three_bugs").glob("log*.txt"))
-        assert logs == (["log.txt"] if jobs == 1 else ["log-feature_extraction.txt", "log.txt"])
+        assert logs == (["log.txt"] if jobs == 1 else [f"log-{'-'.join(APART)}.txt", "log.txt"])
     for document in documents:
         document.pop("timing")
         document.pop("execution_time")
