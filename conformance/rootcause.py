@@ -3,10 +3,10 @@
 A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction;
 a Conv2d or MaxPool2d built on the learner's own conv2d / maxpool2d) that fails is graded
 again in a fresh sandbox worker where the submission's own building blocks
-(`areas.COMPOSITES`, those it defines itself) are replaced by trusted ones. If it
-passes then, the composite is right: the check passes with an advisory naming the block
-whose bug it inherits and that block's area, where the bug is charged. When several blocks
-are replaced, each is then tried alone to name the one(s) that matter.
+(`areas.COMPOSITES`, those it defines itself) are replaced by trusted ones: first those whose
+own area failed, else all of them. If it passes then, the composite is right: the check passes
+with an advisory naming the block whose bug it inherits and that block's area, where the bug is
+charged. When several blocks are replaced, each is then tried alone to name the one(s) that matter.
 """
 
 from __future__ import annotations
@@ -105,27 +105,30 @@ def _run_with(item: pytest.Item, trusted: list[str]) -> bool:
 def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
     """The building blocks whose replacement makes the failed check pass (empty: the composite is at fault).
 
-    All the submission's blocks are replaced first. Then the suspects (blocks whose own area has already
-    failed, `failed_areas`) together, and if they suffice, each alone: the first that suffices alone is
-    named, else the suspects together. Without suspects, or when they do not suffice, every block alone.
+    The suspects (blocks whose own area has already failed, `failed_areas`) are replaced first, together, and
+    if they suffice, each alone: the first that suffices alone is named, else the suspects together. Without
+    suspects, or when they do not suffice, all the submission's blocks are replaced; if that suffices, every
+    other block alone, else the composite is at fault.
     """
     blocks = own_blocks(item)
-    if not blocks or not passes_with(item, blocks):
+    if not blocks:
         return []
-    if len(blocks) == 1:
-        return blocks
     suspects = [name for name in blocks if BUILDING_BLOCKS[name] in failed_areas]
-    if suspects and (len(suspects) == len(blocks) or passes_with(item, suspects)):
+    if suspects and passes_with(item, suspects):
         if len(suspects) == 1:
             return suspects
         return next(([name] for name in suspects if passes_with(item, [name])), suspects)
+    if len(suspects) == len(blocks) or not passes_with(item, blocks):
+        return []
+    if len(blocks) == 1:
+        return blocks
     return next(([name] for name in blocks if name not in suspects and passes_with(item, [name])), blocks)
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
-    """Until `known()` (the failed areas are known), run the trials `culprits` most often asks for: all the blocks
-    lent, then each block alone. Their answers are remembered (`passes_with`), so `culprits` gives what it would
-    have given without them, sooner."""
+    """Until `known()` (the failed areas are known), run trials `culprits` may ask for: all the blocks lent, then
+    each block alone (a single suspect is the most common case). Their answers are remembered (`passes_with`), so
+    `culprits` gives what it would have given without them, sooner."""
     blocks = own_blocks(item)
     if len(blocks) < 2 or known() or not passes_with(item, blocks):
         return
