@@ -534,5 +534,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     data = report.build(list(results.values()), impl=config.getoption("impl"),
                         strict=bool(config.getoption("conformance_strict")), load=config.stash.get(_LOAD, None))
     terminalreporter.write_sep("=", "conformance")
-    for line in report.summary_lines(data):
+    for line in report.summary_lines(data, ran={e["area"] for e in results.values()}):
         terminalreporter.write_line(line)

@@ -133,13 +133,34 @@ def _status(tests: list[dict]) -> str:
     return "missing"
 
 
-def summary_lines(data: dict) -> list[str]:
+def summary_lines(data: dict, ran: set[str] | None = None) -> list[str]:
+    """The summary a terminal shows. `ran`: the areas this run checked, when not all of them (`check --area`): only
+    those are summarised, and the gate, which needs every area, is left undecided rather than failed."""
+    if ran is not None and not set(AREAS) <= set(ran):
+        return _partial_summary(data, [a for a in AREAS if a in ran])
     lines = [f"score {data['score']:g} / {data['max_score']:g}    gate: {data['rubric']['gate'].upper()} "
              f"({data['rubric']['items_passed']}/8 items"
              + (f"; must-pass not passed: {', '.join(data['rubric']['must_pass_failed'])}"
                 if data["rubric"]["must_pass_failed"] else "") + ")"]
     lines.append("areas: " + "  ".join(f"{a}={v['status']}" for a, v in data["areas"].items()))
     lines.append("items: " + "  ".join(f"{i}={s}" for i, s in data["rubric"]["items"].items()))
+    lines.extend(f"advisory: {a}" for a in data["advisories"])
+    lines.extend(f"HARNESS ERROR (not charged; please report it): {name}" for name in data.get("harness_errors", []))
+    return lines
+
+
+def _partial_summary(data: dict, ran: list[str]) -> list[str]:
+    tests = [t for t in data["tests"] if t["tags"][0] in ran]
+    deciders: dict[str, set[str]] = {i: set() for i in RUBRIC}
+    for test in data["tests"]:
+        for tag in test["tags"][1:]:
+            deciders[tag.removeprefix("item:")].add(test["tags"][0])
+    decided = {i: s for i, s in data["rubric"]["items"].items() if deciders[i] and deciders[i] <= set(ran)}
+    lines = [f"checked {len(ran)} of {len(AREAS)} areas: {', '.join(ran)}. The gate needs every area: run without "
+             "--area to decide it",
+             f"score in these areas {sum(t['score'] for t in tests):g} / {sum(t['max_score'] for t in tests):g}",
+             "areas: " + "  ".join(f"{a}={data['areas'][a]['status']}" for a in ran),
+             "items decided by these areas alone: " + ("  ".join(f"{i}={s}" for i, s in decided.items()) or "none")]
     lines.extend(f"advisory: {a}" for a in data["advisories"])
     lines.extend(f"HARNESS ERROR (not charged; please report it): {name}" for name in data.get("harness_errors", []))
     return lines

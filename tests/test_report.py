@@ -101,3 +101,20 @@ def test_timing_says_where_the_checks_time_went_per_area():
     assert timing["areas"] == {"conv": {"wall": 5.0, "submission": 1.5},
                                "batchnorm": {"wall": 0.5, "submission": 0.25}}
     assert [check["name"] for check in timing["slowest"]] == ["conv: b", "conv: a", "batchnorm: check"]
+
+
+def test_a_run_of_some_areas_summarises_only_those_and_leaves_the_gate_undecided():
+    from conformance.report import summary_lines
+
+    entries = [entry("conv", "passed"), entry("pooling", "failed")]
+    lines = summary_lines(build(entries), ran={"conv", "pooling"})
+    text = "\n".join(lines)
+    assert lines[0].startswith("checked 2 of 9 areas: conv, pooling.") and "gate: FAIL" not in text
+    weights = AREAS["conv"].weight, AREAS["conv"].weight + AREAS["pooling"].weight
+    assert lines[1] == f"score in these areas {weights[0]:g} / {weights[1]:g}"
+    assert lines[2] == "areas: conv=passed  pooling=failed" and "missing" not in text
+    areas_of = {i: {a for a in AREAS if i in AREAS[a].items} for i in RUBRIC}
+    deciders = {i for i, areas in areas_of.items() if areas and areas <= {"conv", "pooling"}}
+    shown = lines[3].removeprefix("items decided by these areas alone: ").split()
+    assert {s.partition("=")[0] for s in shown} == deciders
+    assert summary_lines(build(all_passing()), ran=set(AREAS))[0].startswith("score 100 / 100    gate: PASS")
