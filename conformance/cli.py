@@ -28,7 +28,7 @@ from under_test import processes, zygote
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
-from . import report
+from . import provenance, report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -321,13 +321,13 @@ def _poll(job: _Running, timeout: float) -> bool:
     return not job.live
 
 
-def _checks(part: _Part) -> tuple[list[dict], dict | None]:
-    """A harness's entries and what loading said; ([], None) when it wrote nothing readable."""
+def _checks(part: _Part) -> tuple[list[dict], dict | None, dict | None]:
+    """A harness's entries, what loading said, and its provenance; ([], None, None) when it wrote nothing readable."""
     try:
         checks = json.loads((part.tmp / "checks.json").read_text())
-        return list(checks["entries"]), checks["load"]
+        return list(checks["entries"]), checks["load"], checks.get("provenance")
     except (OSError, ValueError, KeyError, TypeError):
-        return [], None
+        return [], None, None
 
 
 def _end(pid: int, reaped: bool = False) -> None:
@@ -349,18 +349,21 @@ def _finish(job: _Running, options: argparse.Namespace) -> dict:
     load = None
     errors = []
     longest = 0.0  # the checks' time of the harness that took longest (the others ran beside it)
+    graded_by = None
     for part in job.parts:
-        got, loaded = _checks(part)
+        got, loaded, said = _checks(part)
         entries += got
         longest = max(longest, report.timing(got)["checks"])
         load = load if load is not None else loaded
+        graded_by = graded_by or said
         if part.error:
             errors.append(part.error)
         elif loaded is None:
             errors.append(f"the harness produced no results (see {part.log})")
         shutil.rmtree(part.tmp, ignore_errors=True)
     error = "; ".join(dict.fromkeys(errors))
-    data = report.build(entries, impl=str(job.path), strict=options.strict, final=True, load=load)
+    data = report.build(entries, impl=str(job.path), strict=options.strict, final=True, load=load,
+                        provenance=graded_by or provenance.installed())
     data["execution_time"] = round(time.monotonic() - job.started, 1)
     data["timing"]["total"] = data["execution_time"]
     data["timing"]["startup"] = round(max(data["execution_time"] - longest, 0.0), 2)

@@ -25,7 +25,7 @@ from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
-from . import budgets, report, rootcause
+from . import budgets, provenance, report, rootcause
 from .areas import AREAS, items_of
 from .compare import CheckFailure
 
@@ -122,6 +122,7 @@ def new_sandbox(config: pytest.Config) -> Sandbox:
 
 _RESULTS = pytest.StashKey[dict]()
 _EARLY = pytest.StashKey[Sandbox]()  # the sandbox launched at configure time, taken by the `sandbox` fixture
+_PROVENANCE = pytest.StashKey[dict]()  # what grades this session (`provenance.describe`)
 _LOAD = pytest.StashKey[dict]()  # what loading the submission said: notes (read problems, skipped imports), failures
 
 
@@ -513,10 +514,14 @@ def _write(config: pytest.Config) -> None:
         return
     entries = list(config.stash[_RESULTS].values())
     load = config.stash.get(_LOAD, None)
+    if _PROVENANCE not in config.stash:
+        config.stash[_PROVENANCE] = provenance.describe(config)
+    graded_by = config.stash[_PROVENANCE]
     documents = {
         "results_json": lambda: report.build(entries, impl=config.getoption("impl"),
-                                             strict=bool(config.getoption("conformance_strict")), load=load),
-        "checks_json": lambda: {"entries": entries, "load": load},
+                                             strict=bool(config.getoption("conformance_strict")), load=load,
+                                             provenance=graded_by),
+        "checks_json": lambda: {"entries": entries, "load": load, "provenance": graded_by},
     }
     for option, document in documents.items():
         path = config.getoption(option, None)

@@ -16,13 +16,14 @@ NOT_REACHED = "not reached: grading stopped before this check ran (time limit or
 
 
 def build(entries: list[dict], *, impl: str | None = None, strict: bool = False, final: bool = False,
-          load: dict | None = None) -> dict:
+          load: dict | None = None, provenance: dict | None = None) -> dict:
     """The results.json document for these check entries.
 
     With `final=True`, checks still `pending` count as failed (grading stopped early). `load` is what
     reading and loading the submission said (`notes`: files that could not be read, cells skipped,
     imports that failed, attempts to reach the harness; `failed`: names whose definition failed);
-    its notes are the document's top-level `output`, which Gradescope shows above the tests.
+    its notes are the document's top-level `output`, which Gradescope shows above the tests. `provenance`: what
+    graded it (`conformance.provenance`).
     """
     entries = [dict(e) for e in entries]
     for entry in entries:
@@ -63,6 +64,7 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
         "impl": impl,
         "strict": strict,
         "complete": not any(e["outcome"] == "pending" for e in entries),
+        "provenance": provenance,
         "timing": timing(entries),
     }
 

@@ -185,3 +185,23 @@ def test_grade_with_relative_paths_from_the_submissions_folder(tmp_path):
     document = json.loads((tmp_path / "graded" / "good" / "results.json").read_text())
     assert document["areas"]["batchnorm"]["status"] == "passed", document["output"]
     assert (tmp_path / "graded" / "good" / "log.txt").exists()
+
+
+def test_two_grades_of_one_submission_are_the_same_apart_from_timings(tmp_path):
+    """Reproducible: the same file, installation and provenance give the same results.json (the split test above
+    shows it for failing checks and root causes; here at the default profile)."""
+    from conformance import provenance
+
+    documents = []
+    for run in (1, 2):
+        done = run_grade(ROOT / "examples" / "learner_submission.py", "--out", tmp_path / f"out{run}")
+        assert done.returncode == 0, done.stderr[-3000:]
+        document = load(tmp_path / f"out{run}", "learner_submission")
+        document.pop("timing"), document.pop("execution_time")
+        documents.append(document)
+    assert documents[0] == documents[1]
+    said = documents[0]["provenance"]
+    assert {k: said[k] for k in ("harness", "source_sha256", "libraries")} == \
+        {k: provenance.installed()[k] for k in ("harness", "source_sha256", "libraries")}
+    assert said["profile"]["name"] == "conformance" and said["profile"]["max_examples"] == 30
+    assert said["options"]["strict"] is False and said["pretrained"]["source"] == "standin"
