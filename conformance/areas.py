@@ -1,6 +1,6 @@
 """The one declaration of what is graded: areas, their weights, and the rubric items.
 
-CONTRACT.md section 3 fixes the ids, what each area covers and which area decides
+docs/interface.md (section 3) fixes the ids, what each area covers and which area decides
 which diagnostic item. Checks, reports and the gate all read this module.
 """
 

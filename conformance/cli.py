@@ -1,4 +1,4 @@
-"""`conformance grade` (CONTRACT section 5) and `conformance check` (the learner's edit loop).
+"""`conformance grade` (docs/interface.md, section 5) and `conformance check` (the learner's edit loop).
 
 Each submission is graded by its own harness process (a pytest session), forked from
 the command once it has imported the harness and built its oracles; the harness runs

@@ -67,7 +67,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help=f"wall-time limit of one top-level definition while loading (default {DEFAULT_LOAD_TIMEOUT:g})")
     group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
                     help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
-    group.addoption("--results-json", metavar="PATH", help="write the graded results (CONTRACT section 5) here")
+    group.addoption("--results-json", metavar="PATH", help="write the graded results (docs/interface.md, section 6) here")
     group.addoption("--checks-json", metavar="PATH", help="write the raw per-check entries here (for `grade`)")
     group.addoption("--earlier-areas-json", metavar="PATH",
                     help="(for `grade`, which grades a submission's areas in two harnesses when it has a spare job) "

@@ -1,4 +1,4 @@
-"""`conformance grade` end to end: one process per submission, results.json per CONTRACT section 5."""
+"""`conformance grade` end to end: one process per submission, results.json per docs/interface.md, sections 5 and 6."""
 
 from __future__ import annotations
 
