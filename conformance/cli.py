@@ -28,7 +28,7 @@ from under_test import processes, zygote
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
-from . import provenance, report
+from . import progress, provenance, report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -45,6 +45,11 @@ def main(argv: list[str] | None = None) -> int:
     grade.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
     grade.add_argument("--timeout", type=float, default=DEFAULT_SUBMISSION_TIMEOUT, metavar="SECONDS",
                        help=f"wall time for one submission (default {DEFAULT_SUBMISSION_TIMEOUT:g})")
+    grade.add_argument("--each", action="store_true",
+                       help="a PATH that is a folder holds one submission per entry (file, notebook or directory), "
+                            "rather than being one submission")
+    grade.add_argument("--force", action="store_true",
+                       help="grade again submissions whose results.json is newer than them and was graded the same way")
     _common(grade)
     grade.set_defaults(run=_grade)
 
@@ -127,53 +132,105 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     except OSError as error:
         print(f"conformance: cannot create {out}: {error}", file=sys.stderr)
         return 2
-    submissions, unreadable = [], []
-    names: set[str] = set()
+    submissions, unreadable = _submissions(options)
+    for message in unreadable:
+        print(f"conformance: {message}", file=sys.stderr)
+    chosen = provenance.options(strict=options.strict, aliases=options.alias, probe_timeout=options.probe_timeout,
+                                memory_mb=options.memory_mb, load_timeout=options.load_timeout)
+    rows, waiting = [], []
+    for name, path in submissions:
+        kept = None if options.force else _kept(name, path, out / name, options.profile, chosen)
+        (rows.append(kept) if kept else waiting.append((name, path)))
+
+    processes.become_subreaper()
+    template = processes.own_zygote() if waiting else None  # it imports torch now, and clones every harness
+    running: list[_Running] = []
+    jobs = max(1, options.jobs)
+    if template is not None and len(waiting) > jobs:
+        template.warm()  # once for the class: what each harness would compute alike
+    interrupted = False
+    with progress.Board(len(submissions)) as board:
+        for row in rows:
+            board.finished(row)
+        try:
+            while waiting or running:
+                while waiting and sum(len(job.live) for job in running) < jobs:
+                    free = jobs - sum(len(job.live) for job in running)
+                    name, path = waiting.pop(0)
+                    running.append(_launch(name, path, out / name, options, split=free > len(waiting) + 1))
+                    board.started(name)
+                for job in list(running):
+                    if not _poll(job, options.timeout):
+                        continue
+                    running.remove(job)
+                    row = _finish(job, options)
+                    rows.append(row)
+                    board.finished(row)
+                if running:
+                    time.sleep(0.05)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            for job in running:  # interrupted: no harness (nor what it started) outlives the command
+                for part in job.live:
+                    _end(part.pid)
+                shutil.rmtree(job.directory, ignore_errors=True)  # half-graded: graded again next time
+            processes.kill_adopted()
+    _write_summary(out / "summary.csv", rows)
+    print(f"conformance: {board.summary() or 'nothing graded'}; results in {out}", file=sys.stderr)
+    if interrupted:
+        left = len(submissions) - len(rows)
+        print(f"conformance: interrupted; {len(rows)} submissions graded, {left} not: run the same command again to "
+              "grade those (the graded ones are kept)", file=sys.stderr)
+        return 130
+    return 2 if unreadable else 0
+
+
+def _submissions(options: argparse.Namespace) -> tuple[list[tuple[str, Path]], list[str]]:
+    """The submissions to grade, each with a unique name (its results folder), and the paths that are none."""
+    paths, unreadable = [], []
     for raw in options.paths:
         path = Path(raw)
         if not path.exists():  # anything that exists is a submission, however broken (it is graded 0 and told why)
             unreadable.append(f"{path}: no such file or directory")
-            continue
+        elif options.each and path.is_dir():
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith((".", "__")))
+            inside = [p for p in entries if p.is_dir() or p.suffix in (".py", ".ipynb")]
+            for entry in entries:
+                if entry not in inside:  # said, but no reason to fail the command: the folder's own business
+                    print(f"conformance: {entry}: not a .py file, an .ipynb notebook or a directory, so not a "
+                          "submission", file=sys.stderr)
+            if not inside:
+                unreadable.append(f"{path}: --each, but the folder holds no submission")
+            paths += inside
+        else:
+            paths.append(path)
+    submissions, names = [], set()
+    for path in paths:
         name = submission_name(path.resolve())
         unique, n = name, 2
         while unique in names:
             unique, n = f"{name}-{n}", n + 1
         names.add(unique)
         submissions.append((unique, path.resolve()))
-    for message in unreadable:
-        print(f"conformance: {message}", file=sys.stderr)
+    return submissions, unreadable
 
-    rows = []
-    processes.become_subreaper()
-    template = processes.own_zygote()  # it imports torch now, and clones every harness (`_start_harness`)
-    waiting = list(submissions)
-    running: list[_Running] = []
-    jobs = max(1, options.jobs)
-    if template is not None and len(waiting) > jobs:
-        template.warm()  # once for the class: what each harness would compute alike
+
+def _kept(name: str, path: Path, directory: Path, profile: str, chosen: dict) -> dict | None:
+    """The summary row of an earlier grade that grading again would repeat: its results.json is newer than every
+    file of the submission and was graded by this installation, profile and options. None otherwise."""
+    results = directory / "results.json"
     try:
-        while waiting or running:
-            while waiting and sum(len(job.live) for job in running) < jobs:
-                free = jobs - sum(len(job.live) for job in running)
-                name, path = waiting.pop(0)
-                running.append(_launch(name, path, out / name, options, split=free > len(waiting) + 1))
-            for job in list(running):
-                if not _poll(job, options.timeout):
-                    continue
-                running.remove(job)
-                row = _finish(job, options)
-                rows.append(row)
-                print(f"{row['name']}: {row['score']:g}/{row['max_score']:g}, gate {row['gate']}"
-                      + (f" ({row['error']})" if row["error"] else ""), flush=True)
-            if running:
-                time.sleep(0.05)
-    finally:
-        for job in running:  # interrupted: no harness (nor what it started) outlives the command
-            for part in job.live:
-                _end(part.pid)
-        processes.kill_adopted()
-    _write_summary(out / "summary.csv", rows)
-    return 2 if unreadable else 0
+        written = results.stat().st_mtime
+        files = [path] if path.is_file() else [p for p in path.rglob("*") if p.is_file()]
+        if any(p.stat().st_mtime >= written for p in files):
+            return None
+        data = json.loads(results.read_text())
+        if not provenance.same_grading(data.get("provenance"), profile, chosen):
+            return None
+        return dict(_row(name, path, data, ""), kept=True)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @functools.cache
@@ -369,10 +426,15 @@ def _finish(job: _Running, options: argparse.Namespace) -> dict:
     data["timing"]["startup"] = round(max(data["execution_time"] - longest, 0.0), 2)
     if error:
         data["output"] = "\n".join(filter(None, [error, data["output"]]))
-    (job.directory / "results.json").write_text(json.dumps(data, indent=2))
     (job.directory / "feedback.md").write_text(report.feedback(data, job.name))
+    (job.directory / "results.json").write_text(json.dumps(data, indent=2))  # last: a finished grade (`_kept`)
+    return _row(job.name, job.path, data, error)
+
+
+def _row(name: str, path: Path, data: dict, error: str) -> dict:
+    """summary.csv's row of one submission."""
     return {
-        "name": job.name, "path": str(job.path), "score": data["score"], "max_score": data["max_score"],
+        "name": name, "path": str(path), "score": data["score"], "max_score": data["max_score"],
         "gate": data["rubric"]["gate"], "items_passed": data["rubric"]["items_passed"],
         "must_pass_failed": " ".join(data["rubric"]["must_pass_failed"]),
         **{area: data["areas"][area]["status"] for area in AREAS},
@@ -384,7 +446,7 @@ def _write_summary(path: Path, rows: list[dict]) -> None:
     fields = ["name", "path", "score", "max_score", "gate", "items_passed", "must_pass_failed", *AREAS,
               "advisories", "error"]
     with open(path, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer = csv.DictWriter(handle, fieldnames=fields, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(sorted(rows, key=lambda r: r["name"]))
 

@@ -63,11 +63,23 @@ def describe(config) -> dict:
             "phases": [phase.name for phase in active.phases],
             "shrink_seconds": budgets.SHRINK_SECONDS,
         },
-        "options": {
-            "strict": bool(config.getoption("conformance_strict")),
-            "aliases": list(config.getoption("alias")),
-            "probe_timeout": config.getoption("probe_timeout"),
-            "memory_mb": config.getoption("memory_mb"),
-            "load_timeout": config.getoption("load_timeout"),
-        },
+        "options": options(strict=config.getoption("conformance_strict"), aliases=config.getoption("alias"),
+                           probe_timeout=config.getoption("probe_timeout"), memory_mb=config.getoption("memory_mb"),
+                           load_timeout=config.getoption("load_timeout")),
     }
+
+
+def options(*, strict, aliases, probe_timeout, memory_mb, load_timeout) -> dict:
+    """The grading options that can change a verdict, as results.json records them."""
+    return {"strict": bool(strict), "aliases": list(aliases), "probe_timeout": float(probe_timeout),
+            "memory_mb": int(memory_mb), "load_timeout": float(load_timeout)}
+
+
+def same_grading(recorded: object, profile: str, chosen: dict) -> bool:
+    """Whether a results.json's provenance is this installation's, with this profile and these options: then
+    grading the same submission again would give the same results.json."""
+    if not isinstance(recorded, dict) or not isinstance(recorded.get("profile"), dict):
+        return False
+    now = installed()
+    return (all(recorded.get(key) == now[key] for key in now) and recorded["profile"].get("name") == profile
+            and recorded.get("options") == chosen)

@@ -6,6 +6,7 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -205,3 +206,83 @@ def test_two_grades_of_one_submission_are_the_same_apart_from_timings(tmp_path):
         {k: provenance.installed()[k] for k in ("harness", "source_sha256", "libraries")}
     assert said["profile"]["name"] == "conformance" and said["profile"]["max_examples"] == 30
     assert said["options"]["strict"] is False and said["pretrained"]["source"] == "standin"
+
+
+def test_a_folder_of_submissions_and_a_rerun_that_keeps_what_is_graded(tmp_path):
+    """--each grades every entry of a folder; a second run keeps each results.json newer than its submission and
+    graded the same way, and grades again what changed, what --strict changes, and everything with --force."""
+    folder = tmp_path / "class"
+    folder.mkdir()
+    (folder / "good.py").write_text(GOOD_BATCHNORM)
+    (folder / "tampering.py").write_text(TAMPERING)
+    (folder / "notes.txt").write_text("not a submission")
+    out = tmp_path / "out"
+
+    def grade(*extra):
+        done = run_grade(folder, "--each", "--out", out, "--profile", "corpus", *extra)
+        assert done.returncode == 0, done.stderr[-3000:]
+        return done
+
+    first = grade()
+    assert "notes.txt: not a .py file" in first.stderr and "2 graded" in first.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["good", "summary.csv", "tampering"]
+    graded = {name: (out / name / "results.json").stat().st_mtime for name in ("good", "tampering")}
+    again = grade()
+    assert "2 kept" in again.stderr and "(kept:" in again.stdout
+    assert {name: (out / name / "results.json").stat().st_mtime for name in graded} == graded
+    assert len(list(csv.DictReader(open(out / "summary.csv")))) == 2
+    (folder / "good.py").write_text(GOOD_BATCHNORM + "\n# edited\n")
+    assert "1 graded; 1 kept" in grade().stderr
+    assert "2 graded" in grade("--strict").stderr
+    assert "2 graded" in grade("--strict", "--force").stderr
+
+
+def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
+    import signal
+    import time
+
+    (tmp_path / "a.py").write_text(GOOD_BATCHNORM)
+    (tmp_path / "b.py").write_text(HANGING)
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "conformance.cli", "grade", tmp_path / "a.py", tmp_path / "b.py", "--out", out,
+               "--profile", "corpus", "--load-timeout", "60"]
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    deadline = time.monotonic() + 300
+    while not (out / "a" / "results.json").exists() or not (out / "b").exists():
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.2)
+    time.sleep(1)  # b is loading (it hangs in its definition for a minute)
+    started = descendants(run.pid)
+    assert len(started) >= 3  # the zygote, b's harness, its workers' zygote and worker
+    run.send_signal(signal.SIGINT)
+    stdout, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert "interrupted; 1 submissions graded, 1 not" in stderr and "Traceback" not in stderr
+    assert (out / "a" / "results.json").exists() and not (out / "b").exists()
+    assert [row["name"] for row in csv.DictReader(open(out / "summary.csv"))] == ["a"]
+    time.sleep(0.5)
+    assert [pid for pid in started if alive(pid)] == []  # no zygote, harness or worker of this run is left
+
+
+def descendants(root: int) -> list[int]:
+    parents = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, parent in parents.items() if parent in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[0]
+    except OSError:
+        return False
+    return state != "Z"

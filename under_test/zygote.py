@@ -22,6 +22,7 @@ import collections
 import json
 import os
 import select
+import signal
 import socket
 import subprocess
 import sys
@@ -276,6 +277,7 @@ def _take_over(sock: socket.socket, ready: int, fds: dict[int, int], cwd: str, e
     process started from scratch), say so, then take its descriptors ({target: fd}), folder and environment."""
     sock.close()
     os.setsid()
+    signal.signal(signal.SIGINT, signal.default_int_handler)  # the zygote ignores Ctrl-C; a clone is a process
     os.write(ready, b"1")
     os.close(ready)
     for target, fd in fds.items():
@@ -325,6 +327,8 @@ def main(fd: int) -> None:
     from .worker import _die_with_parent
 
     _die_with_parent()
+    # Ctrl-C reaches the terminal's whole process group, this zygote included: its owner decides what stops.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
 
     import gc
