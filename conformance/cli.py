@@ -28,7 +28,7 @@ from under_test import processes, zygote
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
-from . import progress, provenance, report
+from . import classreport, progress, provenance, report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -177,6 +177,8 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
                 shutil.rmtree(job.directory, ignore_errors=True)  # half-graded: graded again next time
             processes.kill_adopted()
     _write_summary(out / "summary.csv", rows)
+    if len(rows) > 1:
+        classreport.write(out, [row["name"] for row in rows])  # class.png and report.md
     print(f"conformance: {board.summary() or 'nothing graded'}; results in {out}", file=sys.stderr)
     if interrupted:
         left = len(submissions) - len(rows)

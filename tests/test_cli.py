@@ -82,6 +82,31 @@ def test_exit_status_and_files(graded):
     assert set(AREAS) <= set(rows[0])
 
 
+def test_a_class_gets_a_heatmap_and_a_report(graded):
+    """More than one submission: class.png (learners x areas, item pass rates) and report.md (scores, areas,
+    items, the most common failures with how many learners hit each and one example)."""
+    out, _ = graded
+    assert (out / "class.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report = (out / "report.md").read_text()
+    results = {name: load(out, name) for name in ("good", "hanging", "tampering")}
+    assert report.startswith("# Class report: 3 submissions")
+    assert f"- gate passed: {sum(r['rubric']['gate'] == 'pass' for r in results.values())} of 3" in report
+    failed = {t["name"]: [n for n, r in results.items() for u in r["tests"] if u["name"] == t["name"]
+                          and u["outcome"] == "failed"] for r in results.values() for t in r["tests"]}
+    counts = sorted((len(who) for who in failed.values() if who), reverse=True)
+    assert counts, "the tampering and hanging submissions fail checks"
+    headings = [line for line in report.splitlines() if line.startswith("### ")]
+    assert [int(h.rpartition(": ")[2].split(" of ")[0]) for h in headings] == counts  # most learners first
+    for name, who in failed.items():
+        if who:
+            assert f"### {name}: {len(who)} of 3" in report
+    assert "Failing test case" not in report and "@reproduce_failure" not in report
+    for area in AREAS:
+        statuses = [r["areas"][area]["status"] for r in results.values()]
+        assert f"| `{area}` | {statuses.count('passed')} | {statuses.count('failed')} | {statuses.count('missing')} |" \
+            in report
+
+
 def test_results_schema(graded):
     out, _ = graded
     data = load(out, "good")
