@@ -59,6 +59,11 @@ def main(argv: list[str] | None = None) -> int:
     _common(check)
     check.set_defaults(run=_check)
 
+    bundle = commands.add_parser("gradescope", help="build a Gradescope autograder bundle (setup.sh, run_autograder, "
+                                 "this harness and its pinned libraries)")
+    bundle.add_argument("--out", default="autograder.zip", metavar="ZIP", help="where (default autograder.zip)")
+    bundle.set_defaults(run=_gradescope)
+
     if argv is None and sys.argv[1:2] == ["grade"] and os.environ.get("PYTHONHASHSEED") != "0":
         # Same submission, same installation, same results.json: string hashing (set order) fixed for the harnesses.
         os.execve(sys.executable, [sys.executable, "-m", "conformance.cli", *sys.argv[1:]],
@@ -66,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     options, extra = parser.parse_known_args(argv)
     if extra and options.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    for pair in options.alias:
+    for pair in getattr(options, "alias", []):
         if "=" not in pair or not all(p.strip() for p in pair.split("=", 1)):
             parser.error(f"--alias takes OLD=NEW, got {pair!r}")
     return options.run(options, extra)
@@ -121,6 +126,14 @@ def _check(options: argparse.Namespace, extra: list[str]) -> int:
         command = _pytest_command(Path(options.path).resolve(), options, _isolated_ini(Path(tmp)))
         command += [f"--area={a}" for a in options.area] + extra
         return subprocess.call(command)
+
+
+def _gradescope(options: argparse.Namespace, extra: list[str]) -> int:
+    from . import gradescope
+
+    path = gradescope.build(Path(options.out))
+    print(f"wrote {path}: upload it as the autograder of a Gradescope programming assignment (Ubuntu base image)")
+    return 0
 
 
 # ---- grade -------------------------------------------------------------------------
