@@ -57,6 +57,36 @@ RUBRIC: dict[str, Item] = {
 
 GATE_MIN_ITEMS = 6
 
+
+@dataclass(frozen=True)
+class Branch:
+    """A remediation branch of the teaching material's diagnostic gate: what a learner who missed its items rereads."""
+
+    name: str
+    items: tuple[str, ...]
+    material: str  # the part of the teaching material to revisit
+    reference: tuple[str, ...]  # the parts of `reference/` to read next to it
+
+
+#: The gate's remediation: the teaching material's four branches, and item 2's logits card.
+REMEDIATION: tuple[Branch, ...] = (
+    Branch("locality", ("1", "3"), "toy-problem frames 1 to 3 (the shifted digit) and the conv shape card, until "
+           "locality and weight reuse come back in one sentence",
+           ("reference/conv.py: Conv2d", "reference/strided.py: conv2d, maxpool2d (stride and padding)")),
+    Branch("logits and cross-entropy", ("2",), "the classifier card: the last module returns logits, and "
+           "F.cross_entropy applies the log-softmax itself", ("reference/modules.py: Linear, SimpleMLP",)),
+    Branch("optimisation", ("4", "5"), "the residual misconception panel and the stable-depth column, until the "
+           "identity path reads as an optimisation route, not decoration",
+           ("reference/resnet.py: ResidualBlock (the projection rule), BlockGroup",)),
+    Branch("mode or fidelity", ("6", "7"), "the BatchNorm card and the weight-copy notes, until train vs eval and "
+           "the sensitivity to declaration order are crisp",
+           ("reference/batchnorm.py: BatchNorm2d", "reference/resnet.py: ResNet34 (declaration order)",
+            "reference/given.py: copy_weights")),
+    Branch("transfer", ("8",), "the transfer payoff and primitive 6, until the frozen backbone and the replacement "
+           "head can be named cleanly", ("reference/resnet.py: get_resnet_for_feature_extraction",)),
+)
+assert sorted(i for b in REMEDIATION for i in b.items) == sorted(RUBRIC)
+
 # Blame the root cause: the building blocks a composite is made of, with the area each belongs to.
 # When a check of a composite area fails, it is graded again with the submission's own blocks
 # replaced by trusted ones (`under_test.trusted`); if it passes then, the block is to blame.

@@ -441,7 +441,9 @@ def _finish(job: _Running, options: argparse.Namespace) -> dict:
     data["timing"]["startup"] = round(max(data["execution_time"] - longest, 0.0), 2)
     if error:
         data["output"] = "\n".join(filter(None, [error, data["output"]]))
-    (job.directory / "feedback.md").write_text(report.feedback(data, job.name))
+    feedback = report.feedback(data, job.name)
+    (job.directory / "feedback.md").write_text(feedback)
+    (job.directory / "feedback.html").write_text(report.feedback_html(feedback, job.name))
     (job.directory / "results.json").write_text(json.dumps(data, indent=2))  # last: a finished grade (`_kept`)
     return _row(job.name, job.path, data, error)
 

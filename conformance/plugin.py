@@ -7,6 +7,7 @@ It is inert for test suites that collect no conformance check.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import os
@@ -25,7 +26,7 @@ from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
-from . import budgets, provenance, report, rootcause
+from . import budgets, provenance, report, repro, rootcause
 from .areas import AREAS, items_of
 from .compare import CheckFailure
 
@@ -153,10 +154,30 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     results = config.stash[_RESULTS]
     for item in checks:
         results[item.nodeid] = _entry(item, "pending", "not run")
+        _record_each_example(getattr(item, "obj", None))
     _write(config)
     # What is loaded now (torch, Hypothesis, the checks) lives as long as the session: keep it out of every later
     # garbage collection, which then walks only what the checks make.
     gc.freeze()
+
+
+def _record_each_example(function) -> None:
+    """Start the sandbox's record of requests afresh at each Hypothesis example of this check, so that after a
+    failure it holds the smallest failing input's (Hypothesis runs it last): `repro.snippet` writes it out."""
+    handle = getattr(function, "hypothesis", None)
+    if handle is None or getattr(handle.inner_test, "_records_each_example", False):
+        return
+    inner = handle.inner_test
+
+    @functools.wraps(inner)  # the same name, source and signature: Hypothesis derives its seed from them
+    def each_example(*args, **kwargs):
+        box = kwargs.get("sandbox")
+        if isinstance(box, Sandbox):
+            box.calls.clear()
+        return inner(*args, **kwargs)
+
+    each_example._records_each_example = True
+    handle.inner_test = each_example
 
 
 def _entry(item: pytest.Item, outcome: str, output: str) -> dict:
@@ -472,10 +493,14 @@ def _error_text(error: BaseException) -> str:
         text = str(error)
     else:
         text = f"{type(error).__name__}: {error}"
-    notes = [n for n in getattr(error, "__notes__", []) if n.strip()]
+    notes = [n for n in getattr(error, "__notes__", []) if n.strip() and not n.strip().startswith(HARNESS_NOTES)]
     if notes:
         text += "\n\n" + "\n".join(notes)
     return text
+
+
+# Hypothesis's advice to a test's author (replaying a failure with a decorator), not to a learner.
+HARNESS_NOTES = ("You can reproduce this test case by temporarily adding", "You can add @reproduce_failure")
 
 
 def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
@@ -486,7 +511,11 @@ def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
     entry = _entry(item, "failed", "")
     header = f"[area {entry['area']}" + (f", rubric item {', '.join(entry['items'])}" if entry["items"] else "") + "]"
     text = f"{header} {entry['description']}\n{text}"
-    text += f"\n\nreproduce: conformance check {impl} -k '{item.name}'"
+    box = getattr(item, "funcargs", {}).get("sandbox")
+    code = repro.snippet(box.calls) if isinstance(box, Sandbox) else ""
+    if code:
+        text += f"\n\n{repro.HEADING}\n" + "\n".join(f"    {line}" if line else "" for line in code.splitlines())
+    text += f"\n\n{repro.RERUN} {impl} -k '{item.name}'"
     return text
 
 

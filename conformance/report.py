@@ -9,7 +9,10 @@ code raised: never the learner's fault) carry no points and do not decide an are
 
 from __future__ import annotations
 
-from .areas import AREAS, GATE_MIN_ITEMS, RUBRIC
+import html
+
+from . import repro
+from .areas import AREAS, GATE_MIN_ITEMS, REMEDIATION, RUBRIC
 
 UNGRADED = ("given", "error")  # outcomes that carry no points and decide nothing
 NOT_REACHED = "not reached: grading stopped before this check ran (time limit or crash of the harness)"
@@ -168,22 +171,101 @@ def _partial_summary(data: dict, ran: list[str]) -> list[str]:
     return lines
 
 
+EXAMPLE_MARKS = ("Failing test case", "Falsifying example", "Failing explicit example", "Falsifying explicit example")
+
+
+def parts(output: str) -> dict[str, str]:
+    """A failed check's output in the pieces feedback shows apart: what differed, the smallest input found, the
+    reproduction snippet and the command that runs the check again."""
+    text, _, rerun = output.partition(f"\n\n{repro.RERUN}")
+    text, _, snippet = text.partition(f"\n\n{repro.HEADING}\n")
+    lines = text.splitlines()[1:]  # the first line is the check's heading, shown as the section's title
+    cut = next((i for i, line in enumerate(lines) if line.startswith(EXAMPLE_MARKS)), len(lines))
+    return {"differed": "\n".join(lines[:cut]).strip(), "example": "\n".join(lines[cut:]).strip(),
+            "snippet": "\n".join(line.removeprefix("    ") for line in snippet.splitlines()).strip(),
+            "rerun": f"{repro.RERUN}{rerun}".strip() if rerun else ""}
+
+
 def feedback(data: dict, name: str) -> str:
-    """The human-readable feedback written beside results.json."""
-    out = [f"# Feedback for {name}", ""]
-    out.extend(summary_lines(data))
+    """The learner's feedback beside results.json (markdown): the gate first, what to revisit, then each failed
+    area's checks with what differed, the smallest input, a reproduction to paste into a notebook; advisories
+    apart."""
+    rubric = data["rubric"]
+    must = [i for i, item in RUBRIC.items() if item.must_pass]
+    verdict = (f"**Gate: {rubric['gate'].upper()}.** {rubric['items_passed']} of the {len(RUBRIC)} items passed "
+               f"(the gate needs {GATE_MIN_ITEMS}, and items {', '.join(must)} must pass)")
+    if rubric["must_pass_failed"]:
+        verdict += f"; must-pass items not passed: {', '.join(rubric['must_pass_failed'])}"
+    out = [f"# Feedback for {name}", "", verdict + ".", "", "| item | question | |", "|---|---|---|"]
+    out += [f"| {i} | {item.question} | {rubric['items'][i]} |" for i, item in RUBRIC.items()]
+    out += ["", f"Score {data['score']:g} / {data['max_score']:g}.", "", "| area | status | points |", "|---|---|---|"]
+    for area in AREAS.values():
+        got = sum(t["score"] for t in data["tests"] if t["tags"][0] == area.id)
+        out.append(f"| `{area.id}` | {data['areas'][area.id]['status']} | {got:.3g} / {area.weight:g} |")
     notes = data.get("load", {}).get("notes", [])
     extra = [line for line in data.get("output", "").splitlines() if line and line not in notes]
     if notes or extra:  # early: a learner whose file could not be read should see why before anything else
         out += ["", "## Reading and loading your submission", ""] + [f"- {n}" for n in [*extra, *notes]]
-    for title, wanted in (("Failed checks", "failed"), ("Not attempted (missing)", "missing"),
-                          ("Harness errors (not charged; the harness's fault, please report them)", "error")):
-        chosen = [t for t in data["tests"] if t["outcome"] == wanted]
-        if chosen:
-            out += ["", f"## {title}", ""]
-            for test in chosen:
-                out += [f"### {test['name']}  [{', '.join(test['tags'])}]", "", "```", test["output"], "```", ""]
+    missed = [i for i, status in rubric["items"].items() if status != "passed"]
+    branches = [b for b in REMEDIATION if any(i in missed for i in b.items)]
+    if branches:
+        out += ["", "## What to revisit", ""]
+        for branch in branches:
+            items = [i for i in branch.items if i in missed]
+            out.append(f"- **{branch.name}** (item{'s' if len(items) > 1 else ''} {', '.join(items)} "
+                       f"{rubric['items'][items[0]]}): reread {branch.material}. In `reference/`: "
+                       f"{'; '.join(branch.reference)}.")
+    failed = [t for t in data["tests"] if t["outcome"] == "failed"]
+    if failed:
+        out += ["", "## Failed checks", ""]
+    for area in AREAS.values():
+        own = [t for t in failed if t["tags"][0] == area.id]
+        if not own:
+            continue
+        items = f"; decides item{'s' if len(area.items) > 1 else ''} {', '.join(area.items)}" if area.items else ""
+        out += [f"### {area.id} ({area.weight:g} points{items})", ""]
+        for test in own:
+            piece = parts(test["output"])
+            heading = test["output"].splitlines()[0] if test["output"] else ""
+            out += [f"#### {test['name'].partition(': ')[2]}", "", heading.partition("] ")[2] or heading, ""]
+            out += ["What differed:", "", "```", piece["differed"] or "(no message)", "```", ""]
+            if piece["example"]:
+                out += ["The smallest input found:", "", "```", piece["example"], "```", ""]
+            if piece["snippet"]:
+                out += ["Reproduce it in your notebook, after your definitions:", "", "```python", piece["snippet"],
+                        "```", ""]
+            if piece["rerun"]:
+                out += [f"Run this check again: `{piece['rerun'].removeprefix('reproduce: ')}`", ""]
+    missing = [t for t in data["tests"] if t["outcome"] == "missing"]
+    if missing:
+        out += ["", "## Not attempted (missing)", ""] + [f"- {t['name']}: {t['output']}" for t in missing]
+    if data["advisories"]:
+        out += ["", "## Advisories (not failures)", ""] + [f"- {a}" for a in data["advisories"]]
+    errors = [t for t in data["tests"] if t["outcome"] == "error"]
+    if errors:
+        out += ["", "## Harness errors (not charged; the harness's fault, please report them)", ""]
+        out += [f"- {t['name']}:\n\n```\n{t['output']}\n```" for t in errors]
     passed = [t["name"] for t in data["tests"] if t["outcome"] == "passed"]
     if passed:
         out += ["", "## Passed", ""] + [f"- {n}" for n in passed]
-    return "\n".join(out) + "\n"
+    return "\n".join(out).rstrip() + "\n"
+
+
+def feedback_html(markdown: str, name: str) -> str:
+    """The feedback as a page for a browser: the same markdown, rendered (markdown-it, CommonMark with tables)."""
+    from markdown_it import MarkdownIt
+
+    body = MarkdownIt("commonmark", {"html": False}).enable("table").render(markdown)
+    return HTML_PAGE.format(title=html.escape(name), body=body)
+
+
+HTML_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Feedback for {title}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
+table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
+pre {{ background: #f6f8fa; padding: 0.8rem; overflow-x: auto; }} code {{ font-size: 0.9em; }}
+h3 {{ border-top: 1px solid #ddd; padding-top: 1rem; }}
+</style></head><body>
+{body}</body></html>
+"""

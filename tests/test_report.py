@@ -118,3 +118,58 @@ def test_a_run_of_some_areas_summarises_only_those_and_leaves_the_gate_undecided
     shown = lines[3].removeprefix("items decided by these areas alone: ").split()
     assert {s.partition("=")[0] for s in shown} == deciders
     assert summary_lines(build(all_passing()), ran=set(AREAS))[0].startswith("score 100 / 100    gate: PASS")
+
+
+FAILED_OUTPUT = """[area conv, rubric item 1] forward equals F.conv2d with the module's own weight.
+Conv2d(1, 1, 1, padding=1) on an input of shape (1, 1, 1, 1): output shape (1, 1, 1, 1), expected (1, 1, 3, 3)
+pass stride and padding by keyword
+
+Failing test case: test_conv2d_forward(
+    case=<b>1</b>,
+)
+
+reproduce it in your notebook, after your definitions:
+    import torch
+
+    model = Conv2d(1, 1, 1, padding=1)
+    out = model(torch.tensor([[[[0.0]]]], dtype=torch.float32))
+
+reproduce: conformance check sub.py -k 'test_conv2d_forward'"""
+
+
+def failing_conv():
+    entries = [e for e in all_passing() if e["area"] != "conv"]
+    entries.append(dict(entry("conv", "failed", "conv: test_conv2d_forward"), output=FAILED_OUTPUT,
+                        advisories=["an advisory, not a failure"]))
+    return build(entries)
+
+
+def test_feedback_puts_the_gate_first_then_what_to_revisit_then_each_failure_in_pieces():
+    from conformance.areas import REMEDIATION
+    from conformance.report import feedback
+
+    data = failing_conv()
+    text = feedback(data, "sub")
+    lines = text.splitlines()
+    assert lines[2].startswith("**Gate: PASS.** 7 of the 8 items passed")
+    assert "| 1 | locality: one shared filter at every position | failed |" in text
+    revisit = text.split("## What to revisit\n\n", 1)[1].split("\n\n", 1)[0].splitlines()
+    locality = next(b for b in REMEDIATION if "1" in b.items)
+    assert revisit == [f"- **{locality.name}** (item 1 failed): reread {locality.material}. In `reference/`: "
+                       f"{'; '.join(locality.reference)}."]  # only the branch of the item that failed
+    failure = text.split("#### test_conv2d_forward\n", 1)[1]
+    assert failure.index("What differed:") < failure.index("The smallest input found:") \
+        < failure.index("Reproduce it in your notebook") < failure.index("Run this check again")
+    assert "```python\nimport torch\n\nmodel = Conv2d(1, 1, 1, padding=1)\n" in failure
+    assert "output shape (1, 1, 1, 1), expected (1, 1, 3, 3)" in failure.split("The smallest input")[0]
+    assert "## Advisories (not failures)\n\n- an advisory, not a failure" in text
+    assert text.index("## Failed checks") < text.index("## Advisories")
+
+
+def test_feedback_html_renders_the_markdown_and_escapes_what_the_submission_said():
+    from conformance.report import feedback, feedback_html
+
+    page = feedback_html(feedback(failing_conv(), "sub"), "sub<script>")
+    assert page.startswith("<!DOCTYPE html>") and "<title>Feedback for sub&lt;script&gt;</title>" in page
+    assert "<table>" in page and "<h4>test_conv2d_forward</h4>" in page
+    assert "<b>1</b>" not in page and "&lt;b&gt;1&lt;/b&gt;" in page  # a submission's text is never markup

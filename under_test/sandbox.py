@@ -104,6 +104,9 @@ class Sandbox:
         self.process: subprocess.Popen | None = None
         self.load_info = LoadInfo()
         self.poisoned: WorkerDied | None = None
+        # Every request of the current check (of its current Hypothesis example): [verb, args, kwargs, the Handle it
+        # gave, what it raised], written out as a reproduction when the check fails (`conformance.repro`).
+        self.calls: list[list] = []
         self.restarts = 0
         self._launched = False  # a worker was spawned ahead (`launch`) and is importing torch meanwhile
         self._log = tempfile.TemporaryFile()
@@ -241,6 +244,7 @@ class Sandbox:
         """A new check starts: forget the previous check's dead worker and objects."""
         self.poisoned = None
         self.torch_layers.clear()
+        self.calls.clear()
         if self.process is not None and self.process.poll() is None:
             state = self.request("reset")
             grown = state.get("grown_mb") if isinstance(state, dict) else None
@@ -261,6 +265,8 @@ class Sandbox:
         if self.process is None or self.process.poll() is not None:
             self.restarts += 1
             self.start()
+        record = [verb, args, {k: v for k, v in kwargs.items() if k != "timeout"}, None, None]
+        self.calls.append(record)
         payload = wire.dump_request((verb, args, kwargs))
         try:
             self.process.stdin.write(HEADER.pack(len(payload)))
@@ -269,7 +275,11 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
         started = time.perf_counter()
-        reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+        try:
+            reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+        except WorkerDied as died:
+            record[4] = f"nothing: the worker stopped ({str(died)[:100]})"
+            raise
         CLOCK.submission += _seconds(reply, time.perf_counter() - started)
         self._note_blocked(reply)
         layers = reply.get("torch_layers")
@@ -277,8 +287,11 @@ class Sandbox:
             self.torch_layers.update(str(name) for name in layers[:100])
         if not reply.get("ok"):
             error = reply.get("error") or {}
+            record[4] = f"{error.get('type')}: {str(error.get('message'))[:200]}"
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
-        return wire.decode(reply.get("value"))
+        value = wire.decode(reply.get("value"))
+        record[3] = value if isinstance(value, Handle) else None  # not a state's 87 MB: only what names objects
+        return value
 
     def _receive(self, timeout: float, doing: str) -> dict:
         deadline = time.monotonic() + timeout
