@@ -153,7 +153,10 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     rows, waiting = [], []
     for name, path in submissions:
         kept = None if options.force else _kept(name, path, out / name, options.profile, chosen)
-        (rows.append(kept) if kept else waiting.append((name, path)))
+        if kept:
+            rows.append(kept)
+        else:
+            waiting.append((name, path))
 
     processes.become_subreaper()
     template = processes.own_zygote() if waiting else None  # it imports torch now, and clones every harness
@@ -209,7 +212,8 @@ def _submissions(options: argparse.Namespace) -> tuple[list[tuple[str, Path]], l
         if not path.exists():  # anything that exists is a submission, however broken (it is graded 0 and told why)
             unreadable.append(f"{path}: no such file or directory")
         elif options.each and path.is_dir():
-            entries = sorted(p for p in path.iterdir() if not p.name.startswith((".", "__")))
+            entries = sorted(p for p in path.iterdir() if not p.name.startswith((".", "__"))
+                             and p.resolve() != Path(options.out).resolve())  # the results may be kept beside them
             inside = [p for p in entries if p.is_dir() or p.suffix in (".py", ".ipynb")]
             for entry in entries:
                 if entry not in inside:  # said, but no reason to fail the command: the folder's own business

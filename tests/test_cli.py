@@ -241,7 +241,7 @@ def test_a_folder_of_submissions_and_a_rerun_that_keeps_what_is_graded(tmp_path)
     (folder / "good.py").write_text(GOOD_BATCHNORM)
     (folder / "tampering.py").write_text(TAMPERING)
     (folder / "notes.txt").write_text("not a submission")
-    out = tmp_path / "out"
+    out = folder / "graded"  # results kept beside the submissions are not one
 
     def grade(*extra):
         done = run_grade(folder, "--each", "--out", out, "--profile", "corpus", *extra)
@@ -250,7 +250,7 @@ def test_a_folder_of_submissions_and_a_rerun_that_keeps_what_is_graded(tmp_path)
 
     first = grade()
     assert "notes.txt: not a .py file" in first.stderr and "2 graded" in first.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["good", "summary.csv", "tampering"]
+    assert sorted(p.name for p in out.iterdir()) == ["class.png", "good", "report.md", "summary.csv", "tampering"]
     graded = {name: (out / name / "results.json").stat().st_mtime for name in ("good", "tampering")}
     again = grade()
     assert "2 kept" in again.stderr and "(kept:" in again.stdout
