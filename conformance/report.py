@@ -264,7 +264,8 @@ HTML_PAGE = """<!DOCTYPE html>
 <style>
 body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; padding: 0 1rem; line-height: 1.45; }}
 table {{ border-collapse: collapse; }} th, td {{ border: 1px solid #ccc; padding: 0.2rem 0.6rem; text-align: left; }}
-pre {{ background: #f6f8fa; padding: 0.8rem; overflow-x: auto; }} code {{ font-size: 0.9em; }}
+pre {{ background: #f6f8fa; padding: 0.8rem; white-space: pre-wrap; overflow-wrap: anywhere; }}
+code {{ font-size: 0.9em; }}
 h3 {{ border-top: 1px solid #ddd; padding-top: 1rem; }}
 </style></head><body>
 {body}</body></html>
