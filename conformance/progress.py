@@ -1,5 +1,5 @@
 """What `conformance grade` shows while a class is graded: one line per submission as it finishes and, on a
-terminal, a progress bar with the running tally (graded, nothing gradable, timed out, kept from an earlier
+terminal, a progress bar with the running tally (graded, failed to load, timed out, kept from an earlier
 run), the time left and the submissions being graded now."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .areas import AREAS
 
-KINDS = ("graded", "nothing gradable", "timed out", "kept")
+KINDS = ("graded", "failed to load", "timed out", "kept")
 
 
 def kind(row: dict) -> str:
@@ -21,7 +21,7 @@ def kind(row: dict) -> str:
     if "time limit" in row.get("error", ""):
         return "timed out"
     if all(row.get(area) == "missing" for area in AREAS):
-        return "nothing gradable"  # not one check could run: the file could not be read, or defines nothing graded
+        return "failed to load"  # not one check could run: the file could not be read or loaded, or defines nothing
     return "graded"
 
 
@@ -29,7 +29,7 @@ def line(row: dict) -> str:
     text = f"{row['name']}: {row['score']:g}/{row['max_score']:g}, gate {row['gate']}"
     if row.get("kept"):
         text += " (kept: graded the same way since its last change; --force grades it again)"
-    if kind(row) == "nothing gradable":
+    if kind(row) == "failed to load":
         text += " (nothing could be graded: see its feedback.md)"
     return text + (f" ({row['error']})" if row.get("error") else "")
 
