@@ -28,7 +28,7 @@ from pathlib import Path
 from . import provenance
 
 ROOT = Path(__file__).resolve().parent.parent
-HARNESS_FILES = ("pyproject.toml", "README.md", "docs", "conformance", "under_test", "fixtures", "reference")
+HARNESS_FILES = ("pyproject.toml", "README.md", "docs/interface.md", "conformance", "under_test", "fixtures", "reference")
 CORPUS_FILES = ("corpus/__init__.py", "corpus/__main__.py", "corpus/*.toml")  # the package `pyproject` names
 CPU_INDEX = "https://download.pytorch.org/whl/cpu"
 SUBMISSION_SUFFIXES = (".py", ".ipynb")
