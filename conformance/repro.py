@@ -8,9 +8,8 @@ their values, the calls, and where the run stopped. What the harness expected st
 
 from __future__ import annotations
 
-import torch
-
-from under_test.wire import Handle, Returned
+# torch and the wire's types are imported where they are used: `conformance grade`, which starts before anything
+# imports torch, reads the two constants below.
 
 HEADING = "reproduce it in your notebook, after your definitions:"  # in a failure's output, above the snippet
 RERUN = "reproduce: conformance check"  # the output's last line: the command that runs the check again
@@ -25,6 +24,8 @@ class _Names:
         self.counts: dict[str, int] = {}
 
     def new(self, handle: object, stem: str) -> str:
+        from under_test.wire import Handle
+
         self.counts[stem] = self.counts.get(stem, 0) + 1
         name = f"{stem}{self.counts[stem]}" if self.counts[stem] > 1 else stem
         if isinstance(handle, Handle):
@@ -34,6 +35,10 @@ class _Names:
 
 def literal(value: object, names: _Names, lines: list[str]) -> str:
     """Python source for an argument; a large tensor is made on a line of its own first."""
+    import torch
+
+    from under_test.wire import Handle, Returned
+
     if isinstance(value, Handle):
         return names.handles.get(value.id, f"<a {value.type.rpartition('.')[2]} made earlier>")
     if isinstance(value, Returned):
@@ -75,6 +80,8 @@ def _target(target: object, names: _Names) -> str:
 def _assigned(result: object, names: _Names, stem: str, always: bool = False) -> str:
     """`name = ` for a call's result: a new name for a new object (or for any result when `always`), nothing for an
     object already named (a method that returns self) or a result nobody reads."""
+    from under_test.wire import Handle
+
     if isinstance(result, Handle) and result.id in names.handles:
         return ""
     if isinstance(result, Handle) or always:

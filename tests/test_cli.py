@@ -311,3 +311,10 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+def test_the_command_starts_without_importing_torch():
+    """`grade` starts its zygote first; anything importing torch before that (1 s) delays every grade."""
+    done = subprocess.run([sys.executable, "-c", "import sys, conformance.cli; print('torch' in sys.modules)"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
