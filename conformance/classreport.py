@@ -10,6 +10,7 @@ from collections import Counter
 from pathlib import Path
 
 from .areas import AREAS, RUBRIC
+from .report import parts
 
 STATUSES = ("passed", "failed", "missing")
 COLOURS = {"passed": "#2e7d32", "failed": "#c62828", "missing": "#bdbdbd"}
@@ -74,19 +75,9 @@ def heatmap(results: dict[str, dict], path: Path) -> None:
     plt.close(figure)
 
 
-HYPOTHESIS_TAIL = ("Failing test case", "Falsifying example", "Failing explicit example", "reproduce:",
-                   "You can reproduce", "@reproduce_failure")
-
-
 def excerpt(output: str) -> str:
-    """What a failure says, without its heading line or the failing example's replay details."""
-    kept = []
-    for text in output.splitlines()[1:]:
-        if text.startswith(HYPOTHESIS_TAIL):
-            break
-        if text.strip():
-            kept.append(text)
-    return "\n".join(kept[:EXAMPLE_LINES])
+    """What a failure says: `report.parts`' "what differed" (no heading, failing example or reproduction)."""
+    return "\n".join([line for line in parts(output)["differed"].splitlines() if line.strip()][:EXAMPLE_LINES])
 
 
 def common_failures(results: dict[str, dict]) -> list[tuple[str, list[str], str]]:

@@ -62,11 +62,11 @@ exec "$python" -c "from conformance.gradescope import run; raise SystemExit(run(
 
 def requirements() -> str:
     """The libraries the harness grades with, pinned to the versions this machine has (its provenance)."""
-    pinned = dict(provenance.installed()["libraries"])
-    names = [line.split(">")[0].split("=")[0].split("<")[0].strip().strip('"') for line in _dependencies()]
+    from packaging.requirements import Requirement
+
     lines = []
-    for name in names:
-        version = pinned.get(name) or provenance.version(name)
+    for name in (Requirement(line).name for line in _dependencies()):
+        version = provenance.version(name)
         lines.append(f"{name}=={version}" if version != "not installed" else name)
     return "\n".join(lines) + "\n"
 

@@ -290,7 +290,8 @@ class Sandbox:
             record[4] = f"{error.get('type')}: {str(error.get('message'))[:200]}"
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
         value = wire.decode(reply.get("value"))
-        record[3] = value if isinstance(value, Handle) else None  # not a state's 87 MB: only what names objects
+        made = value.get("value") if isinstance(value, dict) else value  # "call" replies {"value": ...}
+        record[3] = made if isinstance(made, Handle) else None  # not a state's 87 MB: only what names objects
         return value
 
     def _receive(self, timeout: float, doing: str) -> dict:
