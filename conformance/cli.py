@@ -28,7 +28,7 @@ from under_test import processes, zygote
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
-from . import classreport, progress, provenance, report
+from . import classreport, journal, progress, provenance, report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -275,7 +275,7 @@ class _Part:
     """One harness grading some of a submission's areas (all of them unless the submission was split)."""
 
     pid: int
-    tmp: Path  # its working folder: pytest.ini, checks.json, Hypothesis's storage
+    tmp: Path  # its working folder: pytest.ini, checks.jsonl, Hypothesis's storage
     log: Path
     error: str | None = None  # None while it runs; "" once finished; why it was stopped
 
@@ -312,7 +312,7 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace,
     for index, areas in enumerate(groups):
         tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
         arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
-            ["--checks-json", str(tmp / "checks.json"), "-q", "-p", "no:randomly", *HARNESS_PLUGINS] + \
+            ["--checks-json", str(tmp / "checks.jsonl"), "-q", "-p", "no:randomly", *HARNESS_PLUGINS] + \
             [f"--area={a}" for a in areas]
         if index:
             arguments.append(f"--earlier-areas-json={tmp / 'earlier.json'}")
@@ -400,8 +400,7 @@ def _poll(job: _Running, timeout: float) -> bool:
 def _checks(part: _Part) -> tuple[list[dict], dict | None, dict | None]:
     """A harness's entries, what loading said, and its provenance; ([], None, None) when it wrote nothing readable."""
     try:
-        checks = json.loads((part.tmp / "checks.json").read_text())
-        return list(checks["entries"]), checks["load"], checks.get("provenance")
+        return journal.read(part.tmp / "checks.jsonl")
     except (OSError, ValueError, KeyError, TypeError):
         return [], None, None
 

@@ -26,7 +26,7 @@ from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
-from . import budgets, provenance, report, repro, rootcause
+from . import budgets, journal, provenance, report, repro, rootcause
 from .areas import AREAS, items_of
 from .compare import CheckFailure
 
@@ -69,7 +69,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
                     help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
     group.addoption("--results-json", metavar="PATH", help="write the graded results (docs/interface.md, section 6) here")
-    group.addoption("--checks-json", metavar="PATH", help="write the raw per-check entries here (for `grade`)")
+    group.addoption("--checks-json", metavar="PATH", help="keep a journal of the raw per-check entries here (for `grade`)")
     group.addoption("--earlier-areas-json", metavar="PATH",
                     help="(for `grade`, which grades a submission's areas in two harnesses when it has a spare job) "
                          "the entries of the harness grading the areas before these ones, which `grade` writes here "
@@ -526,7 +526,7 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
     for key, value in report.user_properties:
         if key == PROPERTY:
             config.stash[_RESULTS][report.nodeid] = value
-            _write(config)
+            _write(config, [report.nodeid])
 
 
 _CONFIG: dict = {}
@@ -537,28 +537,38 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     _CONFIG["config"] = session.config
 
 
-def _write(config: pytest.Config) -> None:
-    """Rewrite the result files after every check, so a run stopped early is graded as far as it got."""
+def _write(config: pytest.Config, changed: list[str] | None = None) -> None:
+    """Bring the result files up to date after a check (`changed`: the checks whose entries changed; None: any), so
+    a run stopped early is graded as far as it got. results.json is rewritten whole; `grade`'s checks file is a
+    journal (`conformance.journal`), so writing it costs the same after the last check as after the first."""
     if hasattr(config, "workerinput"):  # under xdist, only the controller writes
         return
-    entries = list(config.stash[_RESULTS].values())
+    results = config.stash[_RESULTS]
     load = config.stash.get(_LOAD, None)
     if _PROVENANCE not in config.stash:
         config.stash[_PROVENANCE] = provenance.describe(config)
     graded_by = config.stash[_PROVENANCE]
-    documents = {
-        "results_json": lambda: report.build(entries, impl=config.getoption("impl"),
-                                             strict=bool(config.getoption("conformance_strict")), load=load,
-                                             provenance=graded_by),
-        "checks_json": lambda: {"entries": entries, "load": load, "provenance": graded_by},
-    }
-    for option, document in documents.items():
-        path = config.getoption(option, None)
-        if path:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(f"{path}.tmp")
-            tmp.write_text(json.dumps(document(), indent=2))
-            os.replace(tmp, path)
+    path = config.getoption("results_json", None)
+    if path:
+        document = report.build(list(results.values()), impl=config.getoption("impl"),
+                                strict=bool(config.getoption("conformance_strict")), load=load, provenance=graded_by)
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(f"{path}.tmp")
+        tmp.write_text(json.dumps(document, indent=2))
+        os.replace(tmp, path)
+    path = config.getoption("checks_json", None)
+    if path:
+        written = config.stash.setdefault(_JOURNALED, {})
+        first = not written
+        lines = [{"provenance": graded_by}] if first else []
+        lines += [{"entry": [nodeid, results[nodeid]]} for nodeid in (results if changed is None else changed)]
+        if written.get("load") != json.dumps(load):
+            written["load"] = json.dumps(load)
+            lines.append({"load": load})
+        journal.append(Path(path), lines, new=first)
+
+
+_JOURNALED = pytest.StashKey[dict]()  # what the checks journal holds already (its last `load`)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

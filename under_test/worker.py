@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from .wire import HEADER, Handle, RequestUnpickler, dump_parts, encode, read_exact, type_name, write_all
+from .wire import HEADER, Handle, RequestUnpickler, encode, read_exact, send, type_name
 
 
 class Worker:
@@ -374,8 +374,10 @@ def _seed(seed: int) -> None:
 
 
 def _send(fd: int, message: dict) -> None:
-    parts = dump_parts(message)
-    write_all(fd, [HEADER.pack(sum(len(memoryview(part).cast("B")) for part in parts)), *parts])
+    send(fd, message, BULK["fd"])
+
+
+BULK: dict[str, int | None] = {"fd": None}  # the sandbox's bulk file (`wire.send`), if it gave one
 
 
 def _private_channel() -> tuple[int, int]:
@@ -420,7 +422,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--memory-mb", type=int, default=2048)
     parser.add_argument("--trusted", default="[]", help="building blocks to replace by trusted ones (JSON list)")
     parser.add_argument("--skip", default="{}", help="definitions not to run: {index: why} (JSON)")
+    parser.add_argument("--bulk-fd", type=int, default=-1, help="the file for large replies' tensor bytes")
     options = parser.parse_args(argv)
+    BULK["fd"] = options.bulk_fd if options.bulk_fd >= 0 else None
     request_fd, reply_fd = _private_channel()
 
     import torch

@@ -182,8 +182,9 @@ class Zygote:
             except OSError as error:
                 self._died(f"the zygote is gone ({error})")
 
-    def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int) -> Cloned:
-        """Ask for a worker running `python -m under_test.worker *argv` in `cwd` with `env`, its stderr on `log`."""
+    def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int, bulk: int) -> Cloned:
+        """Ask for a worker running `python -m under_test.worker *argv` in `cwd` with `env`, its stderr on `log`, and
+        the file `bulk` for large replies (its descriptor 3)."""
         if self.dead:
             raise Unavailable(self.dead)
         request_r, request_w = os.pipe()
@@ -191,8 +192,8 @@ class Zygote:
         widen(request_w)
         widen(reply_r)
         try:
-            message = json.dumps({"argv": argv, "env": env, "cwd": cwd}).encode()
-            socket.send_fds(self.sock, [message], [request_r, reply_w, log])
+            message = json.dumps({"argv": [*argv, "--bulk-fd", "3"], "env": env, "cwd": cwd}).encode()
+            socket.send_fds(self.sock, [message], [request_r, reply_w, log, bulk])
         except OSError as error:
             for fd in (request_r, request_w, reply_r, reply_w):
                 os.close(fd)
@@ -362,11 +363,11 @@ def main(fd: int) -> None:
 
 
 def _serve(sock: socket.socket) -> None:
-    """Clone what is asked, until the asker closes its end: workers (three descriptors: their requests, their
-    replies, their log) and, for `conformance grade`, harnesses."""
+    """Clone what is asked, until the asker closes its end: workers (four descriptors: their requests, their
+    replies, their log, their bulk file) and, for `conformance grade`, harnesses."""
     while True:
         try:
-            message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
+            message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
         except OSError:
             return
         if not message:
@@ -378,7 +379,7 @@ def _serve(sock: socket.socket) -> None:
         try:
             request = json.loads(message)
             kind = request.get("kind", "worker")
-            if kind not in ("worker", "harness") or len(fds) != (3 if kind == "worker" else 0):
+            if kind not in ("worker", "harness") or len(fds) != (4 if kind == "worker" else 0):
                 raise ValueError(f"a malformed request ({kind}, {len(fds)} descriptors)")
             pid = _clone()
         except (OSError, ValueError, AttributeError) as error:

@@ -43,7 +43,7 @@ from conformance.plugin import GIVEN
 from conformance.probing import Entry, set_mode, state_entries
 from fixtures.digits import N_CLASSES, resnet_digits
 from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL
-from fixtures.standin import pretrained_resnet34, pretrained_source
+from fixtures.standin import pretrained_resnet34, pretrained_source, pretrained_values
 from under_test.sandbox import SubmissionRaised, WorkerDied
 from under_test.wire import Handle, Returned, WireError
 
@@ -80,7 +80,7 @@ STRICT_DRIFT = ("--strict requires a frozen backbone to stay fixed: keep its Bat
 @functools.lru_cache(maxsize=1)
 def pretrained_entries() -> tuple[tuple[str, torch.Tensor], ...]:
     """The pretrained torchvision resnet34 state_dict, in order, as (name, tensor)."""
-    return tuple((k, v.detach().clone()) for k, v in pretrained_resnet34().state_dict().items())
+    return tuple(pretrained_values().items())
 
 
 @functools.lru_cache(maxsize=1)
@@ -157,6 +157,13 @@ class Built:
     model: Model
     reply: object = None
     stopped: BaseException | None = None
+    _wrong: list[str] | None = None
+
+    def wrong(self) -> list[str]:
+        """`pretrained_mismatches` of its backbone's parameters and buffers, compared once (87 MB) for both checks."""
+        if self._wrong is None:
+            self._wrong = pretrained_mismatches(self.model.backbone, ("parameter", "buffer"))
+        return self._wrong
 
 
 # The two static checks draw the same n_classes (`STATIC_SEED`), and each build of a full ResNet34 costs about half
@@ -443,9 +450,10 @@ def _shape_of(value: object) -> str:
 def test_feature_extraction_backbone_pretrained_and_frozen(sandbox, n_classes):
     """The backbone holds the pretrained weights (parameters and buffers, bit for bit) and none of it requires grad."""
     what = f"{SUBJECT}({n_classes})"
-    model = built(sandbox, n_classes).model
+    entry = built(sandbox, n_classes)
+    model = entry.model
     backbone_alignment(model, what)
-    wrong = pretrained_mismatches(model.backbone, ("parameter", "buffer"))
+    wrong = entry.wrong()
     if wrong:
         params = [e.name for e in model.backbone if e.kind == "parameter"]
         if set(params) <= set(wrong):
@@ -489,7 +497,7 @@ def test_feature_extraction_head_is_a_fresh_trainable_linear(sandbox, n_classes)
     if tuple(got.shape) != (len(x), n_classes):
         fail(f"{what} in eval mode on images of shape {tuple(x.shape)} returned shape {tuple(got.shape)}; expected "
              f"({len(x)}, {n_classes}): one logit per class")
-    if pretrained_mismatches(model.backbone, ("parameter", "buffer")):
+    if entry.wrong():
         return  # the backbone check reports it; the logits cannot match the oracle's
     expected = oracle_logits(x, weight, bias)
     if not torch.allclose(got.to(expected.dtype), expected, rtol=LOGITS_RTOL, atol=LOGITS_ATOL):

@@ -31,7 +31,7 @@ from conformance.probing import Entry, set_mode, state_entries, state_layout
 from conformance.structure import NORM_LEAVES, entries_of
 from fixtures.images import PHOTOS, photo_batch
 from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL, as_logits_array, expected_logits, logits_differences
-from fixtures.standin import pretrained_resnet34, pretrained_source
+from fixtures.standin import pretrained_source, pretrained_values
 from under_test.sandbox import SubmissionRaised
 from under_test.wire import Handle
 
@@ -60,10 +60,9 @@ def torchvision_entries() -> tuple[Entry, ...]:
 
 
 @functools.lru_cache(maxsize=1)
-@functools.lru_cache(maxsize=1)
 def pretrained_state() -> dict[str, torch.Tensor]:
     """The "pretrained" torchvision resnet34's values, by name (the worker builds its own copy to copy from)."""
-    return {key: value.detach().clone() for key, value in pretrained_resnet34().state_dict().items()}
+    return pretrained_values()
 
 
 def describe(entry: Entry) -> str:
