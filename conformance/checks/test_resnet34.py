@@ -105,6 +105,11 @@ def reference_model(config: Config) -> torch.nn.Module:
 
 @functools.lru_cache(maxsize=64)
 def reference_entries(config: Config) -> tuple[Entry, ...]:
+    """The reference's state_dict built this way (only names, kinds and shapes are used). The default one is built on
+    the meta device, without its 0.1 s of initialisation; a small one builds quicker on the CPU."""
+    if config == DEFAULT:
+        with torch.device("meta"):
+            return tuple(entries_of(reference.ResNet34(*config.arguments())))
     return tuple(entries_of(reference_model(config)))
 
 
