@@ -353,6 +353,8 @@ def main(fd: int) -> None:
     import hypothesis  # noqa: F401
     import pytest  # noqa: F401
 
+    _local_constants()
+
     # Not `trusted`: its correct building blocks are imported only by a worker that lends them (root cause).
     from . import course, isolation, loader, packages, worker  # noqa: F401
 
@@ -360,6 +362,18 @@ def main(fd: int) -> None:
     gc.collect()
     gc.freeze()
     _serve(sock)
+
+
+def _local_constants() -> None:
+    """Have Hypothesis read the constants of the modules loaded so far, once here: a harness's collection reads those
+    of every module it has (0.1 s, nearly all of them these, in the packages, which give none), and from a clone of
+    this process only those it imported itself. The same constants either way: they are kept in a set."""
+    try:
+        from hypothesis.internal.conjecture.providers import _get_local_constants
+
+        _get_local_constants()
+    except (ImportError, AttributeError):  # a Hypothesis without it: each harness does its own
+        pass
 
 
 def _serve(sock: socket.socket) -> None:
