@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import gc
 import io
 import json
+import os
 import time
 
 import pytest
 import torch
 
 from under_test import wire
+from under_test.bulk import Bulk
 from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied, _seconds
 
 HOSTILE = """
@@ -167,3 +170,43 @@ def test_the_worker_hides_gpus_so_the_machine_does_not_change_the_grade(write):
                                               ("3", 0.0), (None, 0.0)])
 def test_the_time_a_worker_claims_is_kept_within_the_round_trip(claimed, counted):
     assert _seconds({"seconds": claimed}, most=2.0) == counted
+
+
+def test_a_bulk_stretch_is_mapped_in_place_kept_while_used_and_the_file_cannot_shrink():
+    bulk = Bulk()
+    data = torch.arange(1 << 19, dtype=torch.float32)  # 2 MB, as a large reply's tensor bytes
+    os.pwrite(bulk.fd, data.numpy().tobytes(), 0)
+    tensor = torch.frombuffer(bulk.take(0, data.numel() * 4), dtype=torch.float32)
+    assert torch.equal(tensor, data)
+    assert bulk.free_from() == data.numel() * 4  # the next reply goes above it
+    with pytest.raises(wire.WireError, match="had room"):
+        bulk.take(0, 64)  # a reply written over a stretch in use
+    with pytest.raises(wire.WireError, match="had room"):
+        bulk.take(bulk.free_from(), 1 << 30)  # past the file's end
+    with pytest.raises(OSError):
+        os.ftruncate(bulk.fd, 0)  # sealed: nothing can shrink the file under the harness's mapping
+    tensor[0] = -1.0  # the harness's own copy of the page
+    assert os.pread(bulk.fd, 4, 0) == data[:1].numpy().tobytes()
+    del tensor
+    gc.collect()
+    assert bulk.free_from() == 0  # given up with its last tensor: the next reply reuses its pages
+    bulk.close()
+
+
+def test_large_replies_cross_through_the_bulk_file_and_reuse_its_room(tmp_path):
+    path = tmp_path / "big.py"
+    path.write_text("import torch\ndef big(n):\n    return torch.arange(n, dtype=torch.float64)\n")
+    n = 1 << 18  # 2 MB: past wire.BULK_MIN
+    with Sandbox(path) as box:
+        first = box.call("big", n).tensor
+        assert torch.equal(first, torch.arange(n, dtype=torch.float64))
+        room = box._bulk.free_from()
+        assert room >= n * 8  # held: the next large reply goes above it
+        second = box.call("big", 2 * n).tensor
+        assert torch.equal(second, torch.arange(2 * n, dtype=torch.float64))
+        assert box._bulk.free_from() >= room + 2 * n * 8
+        assert box.call("big", 3).tensor.tolist() == [0.0, 1.0, 2.0]  # small: through the pipe
+        del first, second
+        gc.collect()
+        assert box._bulk.free_from() == 0
+        assert torch.equal(box.call("big", n).tensor, torch.arange(n, dtype=torch.float64))

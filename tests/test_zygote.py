@@ -5,13 +5,18 @@ in trouble costs time, never a verdict. (That a clone holds nothing of the harne
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
 from under_test import processes, zygote
 from under_test.sandbox import Sandbox
+
+ROOT = Path(__file__).resolve().parents[1]
 
 SUBMISSION = '''
 import os
@@ -64,3 +69,27 @@ def test_without_a_zygote_when_asked(path, monkeypatch):
     with Sandbox(path, timeout=60) as box:
         assert not isinstance(box.process, zygote.Cloned)
         assert torch.equal(box.call("double", torch.ones(2)).tensor, torch.full((2,), 2.0))
+
+
+def test_the_zygote_reads_hypothesis_constants_without_taking_each_clones_storage(tmp_path):
+    """`_local_constants` neither warns (Hypothesis's advice to pytest plugins) nor writes in the zygote's folder, and a
+    clone still finds its own storage folder from HYPOTHESIS_STORAGE_DIRECTORY."""
+    code = "\n".join([
+        "import os, warnings",
+        "warnings.simplefilter('error')",
+        "import _hypothesis_pytestplugin, hypothesis",
+        "from under_test import zygote",
+        "zygote._local_constants()",
+        "os.environ['HYPOTHESIS_STORAGE_DIRECTORY'] = os.environ['CLONE_STORAGE']",
+        "from hypothesis.configuration import storage_directory",
+        "print(storage_directory('constants', intent_to_write=False).path)",
+    ])
+    folder, storage = tmp_path / "zygote", tmp_path / "clone"
+    folder.mkdir()
+    env = dict(os.environ, CLONE_STORAGE=str(storage), PYTHONPATH=str(ROOT))
+    env.pop("HYPOTHESIS_STORAGE_DIRECTORY", None)
+    done = subprocess.run([sys.executable, "-c", code], cwd=folder, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == str(storage / "constants")
+    assert not (folder / ".hypothesis").exists()

@@ -9,7 +9,6 @@ check, once the worker has died, later requests fail at once with the same cause
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import json
 import math
@@ -27,6 +26,7 @@ import torch
 from fixtures import standin
 
 from . import wire, zygote
+from .bulk import Bulk
 from .processes import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LIVE, become_subreaper,
                         kill_adopted, own_zygote)
 from .wire import HEADER, Handle, Returned
@@ -111,8 +111,7 @@ class Sandbox:
         self.restarts = 0
         self._launched = False  # a worker was spawned ahead (`launch`) and is importing torch meanwhile
         self._log = tempfile.TemporaryFile()
-        self._bulk: int | None = None  # the worker's bulk file, for large replies' tensor bytes (`wire.send`)
-        _reuse_freed_memory()
+        self._bulk: Bulk | None = None  # the worker's bulk file, for large replies' tensor bytes
 
     def __repr__(self) -> str:
         return "sandbox"
@@ -163,11 +162,11 @@ class Sandbox:
         # Its home, caches and temporary files are the worker's private folder (`workdir`), removed when it stops.
         env = dict(worker_env(), HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private)
         self._command = (arguments, env, private)
-        self._bulk = os.memfd_create("conformance-replies", os.MFD_CLOEXEC)
+        self._bulk = Bulk()
         template = own_zygote()
         if template is not None:
             try:
-                self.process = template.clone(arguments, env, private, self._log.fileno(), self._bulk)
+                self.process = template.clone(arguments, env, private, self._log.fileno(), self._bulk.fd)
                 return
             except zygote.Unavailable:
                 pass
@@ -177,9 +176,9 @@ class Sandbox:
         """Start the worker in a new interpreter (when no zygote can clone it)."""
         arguments, env, private = self._command
         self.process = subprocess.Popen([sys.executable, "-m", "under_test.worker", *arguments,
-                                         "--bulk-fd", str(self._bulk)],
+                                         "--bulk-fd", str(self._bulk.fd)],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                        cwd=private, start_new_session=True, pass_fds=[self._bulk])
+                                        cwd=private, start_new_session=True, pass_fds=[self._bulk.fd])
         zygote.widen(self.process.stdin.fileno())
         zygote.widen(self.process.stdout.fileno())
         LIVE.add(self.process.pid)
@@ -232,7 +231,7 @@ class Sandbox:
             self.process = None
         kill_adopted()  # whatever the submission started and left running, in any session or environment
         if self._bulk is not None:
-            os.close(self._bulk)
+            self._bulk.close()
             self._bulk = None
         if self.workdir is not None:
             shutil.rmtree(self.workdir.parent, ignore_errors=True)
@@ -275,7 +274,7 @@ class Sandbox:
             self.start()
         record = [verb, args, {k: v for k, v in kwargs.items() if k != "timeout"}, None, None]
         self.calls.append(record)
-        payload = wire.dump_request((verb, args, kwargs))
+        payload = wire.dump_request((verb, args, kwargs, self._bulk.free_from() if self._bulk else 0))
         try:
             self.process.stdin.write(HEADER.pack(len(payload)))
             self.process.stdin.write(payload)
@@ -306,13 +305,13 @@ class Sandbox:
         deadline = time.monotonic() + timeout
         try:
             fd = self.process.stdout.fileno()
-            size, bulk = wire.FRAME.unpack(wire.read_exact(fd, wire.FRAME.size, deadline))
-            if size + bulk > MEMORY:  # more than this machine holds: not a reply
-                raise wire.WireError(f"a reply of {size + bulk} bytes announced")
+            size, bulk, at = wire.FRAME.unpack(wire.read_exact(fd, wire.FRAME.size, deadline))
+            if size > MEMORY:  # more than this machine holds: not a reply
+                raise wire.WireError(f"a reply of {size} bytes announced")
             payload = wire.read_exact(fd, size, deadline)
             if bulk and self._bulk is None:
                 raise wire.WireError("a reply in a bulk file the worker was not given")
-            return wire.load(payload, wire.read_bulk(self._bulk, bulk) if bulk else None)
+            return wire.load(payload, self._bulk.take(at, bulk) if bulk else None)
         except (TimeoutError, EOFError, wire.WireError) as error:
             died = self._death(error, timeout, doing)
             self.stop()
@@ -417,20 +416,6 @@ class Sandbox:
                                  "type": str(reply.get("args_type"))}
 
 
-@functools.cache
-def _reuse_freed_memory() -> None:
-    """Have glibc keep the blocks this process frees, for its next allocations: each reply of 87 MB (a ResNet34's
-    state) is read into a fresh buffer, which glibc would otherwise map anew and fault in page by page (40 ms, against
-    10 ms for a reused block). Harness processes only: a worker's address space is capped."""
-    try:
-        libc = ctypes.CDLL(None)
-        libc.mallopt(M_MMAP_THRESHOLD, 1 << 30)
-        libc.mallopt(M_TRIM_THRESHOLD, 1 << 30)
-    except (OSError, AttributeError):
-        pass
-
-
-M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters
 MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 

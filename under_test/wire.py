@@ -12,12 +12,10 @@ subclass or a look-alike is visible.
     payload = JSON length (8 bytes, big-endian) | JSON (UTF-8) | tensor bytes (each at an offset
               that is a multiple of 64)
 
-A reply goes on the worker's channel (a pipe) framed by two lengths: its payload's there, and that
-of its tensor bytes in the sandbox's bulk file (0 for most replies). A reply whose tensors take a
-megabyte or more (a ResNet34's state is 87 MB) leaves them at the start of the bulk file, a memfd
-the harness made, and sends only its JSON on the pipe: the harness copies them out at a memory
-copy's speed, where a pipe moves them a megabyte at a time. The worker can still write that file
-afterwards; the harness's copy is its own, and the bytes are tensor values like any other.
+A reply goes on the worker's channel (a pipe) framed by its payload's length there, and the length
+and offset of its tensor bytes in the sandbox's bulk file (0 and 0 for most replies): a reply whose
+tensors take a megabyte or more (a ResNet34's state is 87 MB) leaves them in that file, which the
+harness maps instead of reading them through the pipe a megabyte at a time (`under_test.bulk`).
 """
 
 from __future__ import annotations
@@ -34,7 +32,7 @@ from dataclasses import dataclass
 import torch
 
 HEADER = struct.Struct(">Q")
-FRAME = struct.Struct(">QQ")  # a reply's length on the channel, and that of its tensor bytes in the bulk file
+FRAME = struct.Struct(">QQQ")  # a reply's length on the channel; its tensor bytes' length and offset in the bulk file
 BULK_MIN = 1 << 20  # tensor bytes from which a reply sends them through the bulk file
 IOV_MAX = 512  # buffers per writev (Linux allows 1024)
 PLAIN = (str, int, float, bool, type(None))
@@ -142,15 +140,16 @@ class _Blobs:
         return b"".join(self.parts_of(document))
 
 
-def send(fd: int, message: dict, bulk: int | None = None) -> None:
-    """Write a reply on the channel `fd`; its tensor bytes at the start of the file `bulk` when they are many."""
+def send(fd: int, message: dict, bulk: int | None = None, at: int = 0) -> None:
+    """Write a reply on the channel `fd`; its tensor bytes in the file `bulk`, from `at`, when they are many (see
+    `under_test.bulk`)."""
     header, document, *blobs = dump_parts(message)
     size = sum(len(memoryview(blob).cast("B")) for blob in blobs)
     if bulk is not None and size >= BULK_MIN:
-        write_all(bulk, blobs, offset=0)
-        write_all(fd, [FRAME.pack(len(header) + len(document), size), header, document])
+        write_all(bulk, blobs, offset=at)
+        write_all(fd, [FRAME.pack(len(header) + len(document), size, at), header, document])
     else:
-        write_all(fd, [FRAME.pack(len(header) + len(document) + size, 0), header, document, *blobs])
+        write_all(fd, [FRAME.pack(len(header) + len(document) + size, 0, 0), header, document, *blobs])
 
 
 def write_all(fd: int, parts: list, *, offset: int | None = None) -> None:
@@ -199,18 +198,6 @@ def read_exact(fd: int, size: int, deadline: float | None = None) -> bytearray:
         count = os.readv(fd, [view[done:]])
         if not count:
             raise EOFError
-        done += count
-    return buffer
-
-
-def read_bulk(fd: int, size: int) -> bytearray:
-    """The first `size` bytes of the bulk file `fd` (a reply's tensor bytes), copied."""
-    buffer = bytearray(size)
-    view, done = memoryview(buffer), 0
-    while done < size:
-        count = os.preadv(fd, [view[done:]], done)
-        if not count:
-            raise WireError("a reply's tensor bytes are missing from the bulk file")
         done += count
     return buffer
 
@@ -295,9 +282,9 @@ class RequestUnpickler(pickle.Unpickler):
 # ---- harness side ------------------------------------------------------------------
 
 
-def load(payload: bytes | bytearray, bulk: bytearray | None = None) -> dict:
+def load(payload: bytes | bytearray, bulk: memoryview | None = None) -> dict:
     """The worker's reply, rebuilt from plain JSON and checked tensor records; anything else is a WireError.
-    `bulk`: its tensor bytes, when they came through the bulk file (`read_bulk`)."""
+    `bulk`: its tensor bytes, when they came through the bulk file (`under_test.bulk`)."""
     buffer = payload if isinstance(payload, bytearray) else bytearray(payload)
     document, view = _split(buffer)
     if bulk is not None:

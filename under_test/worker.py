@@ -374,10 +374,12 @@ def _seed(seed: int) -> None:
 
 
 def _send(fd: int, message: dict) -> None:
-    send(fd, message, BULK["fd"])
+    send(fd, message, BULK["fd"], BULK["at"])
 
 
-BULK: dict[str, int | None] = {"fd": None}  # the sandbox's bulk file (`wire.send`), if it gave one
+# The sandbox's bulk file, if it gave one, and where the room in it starts for the reply to the current request
+# (`under_test.bulk`).
+BULK: dict[str, int | None] = {"fd": None, "at": 0}
 
 
 def _private_channel() -> tuple[int, int]:
@@ -468,7 +470,7 @@ def main(argv: list[str] | None = None) -> None:
     while True:
         try:
             size = HEADER.unpack(read_exact(request_fd, HEADER.size))[0]
-            verb, args, kwargs = RequestUnpickler(read_exact(request_fd, size), find=kept).load()
+            verb, args, kwargs, BULK["at"] = RequestUnpickler(read_exact(request_fd, size), find=kept).load()
         except EOFError:
             return
         started = time.perf_counter()

@@ -367,13 +367,23 @@ def main(fd: int) -> None:
 def _local_constants() -> None:
     """Have Hypothesis read the constants of the modules loaded so far, once here: a harness's collection reads those
     of every module it has (0.1 s, nearly all of them these, in the packages, which give none), and from a clone of
-    this process only those it imported itself. The same constants either way: they are kept in a set."""
+    this process only those it imported itself. The same constants either way: they are kept in a set. Hypothesis
+    keeps a cache of them in its storage folder, which is a scratch folder here, and each clone's own afterwards."""
     try:
-        from hypothesis.internal.conjecture.providers import _get_local_constants
+        import warnings
 
-        _get_local_constants()
-    except (ImportError, AttributeError):  # a Hypothesis without it: each harness does its own
-        pass
+        from hypothesis.configuration import set_hypothesis_home_dir
+        from hypothesis.errors import HypothesisSideeffectWarning
+        from hypothesis.internal.conjecture.providers import _get_local_constants
+    except ImportError:  # a Hypothesis without them: each harness reads its own
+        return
+    with tempfile.TemporaryDirectory() as scratch, warnings.catch_warnings():
+        warnings.simplefilter("ignore", HypothesisSideeffectWarning)  # its advice to pytest plugins
+        set_hypothesis_home_dir(scratch)
+        try:
+            _get_local_constants()
+        finally:
+            set_hypothesis_home_dir(None)  # a clone's is its HYPOTHESIS_STORAGE_DIRECTORY
 
 
 def _serve(sock: socket.socket) -> None:
