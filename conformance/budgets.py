@@ -150,6 +150,12 @@ def apply(test) -> None:
         return
     test._hypothesis_internal_use_settings = settings(settings.default, max_examples=examples(test.__name__),
                                                       deadline=None)
+    if settings.default.database is None:
+        # No example database, so no key for one: Hypothesis would otherwise derive it from the check's source at
+        # every run (a few milliseconds, 60 checks).
+        test._hypothesis_internal_database_key = None
+    else:
+        test.__dict__.pop("_hypothesis_internal_database_key", None)
 
 
 #: `conformance grade` with a job to spare (fewer submissions waiting than free jobs: one submission, `--jobs 2`)

@@ -68,8 +68,9 @@ def pretrained_state() -> dict[str, torch.Tensor]:
 def fresh_resnet34() -> torch.nn.Module:
     """A correct ResNet34 as a learner's is before the copy: torchvision's architecture (a class the worker can
     rebuild; the reference's own classes never enter the submission's process), random weights of the course's
-    kind, BatchNorm at its defaults. Built on the meta device and then given its values: torchvision's own
-    initialisation costs 0.2 s."""
+    kind (each entry a random tile of at most 4096 values, repeated), BatchNorm at its defaults. Built on the meta
+    device and then given its values: torchvision's own initialisation costs 0.2 s, 21.8 million random values
+    0.08 s."""
     import torchvision.models.resnet as resnet
 
     with torch.device("meta"):
@@ -84,7 +85,8 @@ def fresh_resnet34() -> torch.nn.Module:
             state[name] = torch.ones(value.shape) if leaf in ("weight", "running_var") else torch.zeros(value.shape)
         else:  # a convolution's or the Linear's: uniform in +-1/sqrt(fan_in)
             fan_in = value[0].numel() if value.ndim > 1 else model.fc.in_features
-            state[name] = (torch.rand(value.shape, generator=gen) * 2 - 1) / fan_in ** 0.5
+            tile = (torch.rand(min(value.numel(), 4096), generator=gen) * 2 - 1) / fan_in ** 0.5
+            state[name] = tile.repeat(-(-value.numel() // tile.numel()))[:value.numel()].view(value.shape)
     model.load_state_dict(state, assign=True)
     return model
 
