@@ -185,6 +185,9 @@ def test_a_bulk_stretch_is_mapped_in_place_kept_while_used_and_the_file_cannot_s
         bulk.take(bulk.free_from(), 1 << 30)  # past the file's end
     with pytest.raises(OSError):
         os.ftruncate(bulk.fd, 0)  # sealed: nothing can shrink the file under the harness's mapping
+    os.ftruncate(bulk.fd, 1 << 50)  # a worker may grow it (sparse) and announce what no machine holds
+    with pytest.raises(wire.WireError, match="more than this machine holds"):
+        bulk.take(bulk.free_from(), (1 << 50) - bulk.free_from())
     tensor[0] = -1.0  # the harness's own copy of the page
     assert os.pread(bulk.fd, 4, 0) == data[:1].numpy().tobytes()
     del tensor

@@ -25,6 +25,7 @@ import weakref
 from .wire import WireError
 
 PAGE = mmap.PAGESIZE
+MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 class Bulk:
@@ -44,8 +45,13 @@ class Bulk:
         """The `size` bytes a reply says it wrote at `offset`, mapped; in use until nothing refers to them."""
         if offset % PAGE or offset < self.free_from() or offset + size > os.fstat(self.fd).st_size:
             raise WireError(f"a reply's tensor bytes ({size} at {offset}) are not where the bulk file had room")
-        region = mmap.mmap(self.fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
-                           offset=offset)
+        if size > MEMORY:
+            raise WireError(f"a reply of {size} bytes of tensors announced, more than this machine holds")
+        try:
+            region = mmap.mmap(self.fd, size, flags=mmap.MAP_PRIVATE, prot=mmap.PROT_READ | mmap.PROT_WRITE,
+                               offset=offset)
+        except OSError as error:
+            raise WireError(f"a reply's tensor bytes ({size} at {offset}) could not be mapped: {error}") from None
         self._in_use[offset] = offset + size
         weakref.finalize(region, self._in_use.pop, offset, None)
         return memoryview(region)

@@ -26,7 +26,7 @@ import torch
 from fixtures import standin
 
 from . import wire, zygote
-from .bulk import Bulk
+from .bulk import MEMORY, Bulk
 from .processes import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LIVE, become_subreaper,
                         kill_adopted, own_zygote)
 from .wire import HEADER, Handle, Returned
@@ -416,7 +416,6 @@ class Sandbox:
                                  "type": str(reply.get("args_type"))}
 
 
-MEMORY = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
 def worker_env() -> dict[str, str]:
