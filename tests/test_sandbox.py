@@ -11,7 +11,7 @@ import time
 import pytest
 import torch
 
-from under_test import wire
+from under_test import wire, zygote
 from under_test.bulk import Bulk
 from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied, _seconds
 
@@ -213,3 +213,19 @@ def test_large_replies_cross_through_the_bulk_file_and_reuse_its_room(tmp_path):
         gc.collect()
         assert box._bulk.free_from() == 0
         assert torch.equal(box.call("big", n).tensor, torch.arange(n, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("cloned", [True, False])
+def test_without_a_bulk_file_large_replies_cross_the_pipe(tmp_path, monkeypatch, cloned):
+    """Where the system gives no memfd (or no sealing), a sandbox works as before, through its pipes, whether its
+    worker is cloned by the zygote or started from scratch."""
+    def unavailable():
+        raise OSError("memfd_create: function not implemented")
+
+    monkeypatch.setattr("under_test.sandbox.Bulk", unavailable)
+    monkeypatch.setenv(zygote.DISABLE_ENV, "1" if cloned else "0")
+    path = tmp_path / "big.py"
+    path.write_text("import torch\ndef big(n):\n    return torch.arange(n, dtype=torch.float64)\n")
+    with Sandbox(path) as box:
+        assert box._bulk is None and isinstance(box.process, zygote.Cloned) == cloned
+        assert torch.equal(box.call("big", 1 << 18).tensor, torch.arange(1 << 18, dtype=torch.float64))

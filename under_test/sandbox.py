@@ -162,11 +162,12 @@ class Sandbox:
         # Its home, caches and temporary files are the worker's private folder (`workdir`), removed when it stops.
         env = dict(worker_env(), HOME=private, TMPDIR=private, XDG_CACHE_HOME=private, MPLCONFIGDIR=private)
         self._command = (arguments, env, private)
-        self._bulk = Bulk()
+        self._bulk = _bulk_file()
         template = own_zygote()
         if template is not None:
             try:
-                self.process = template.clone(arguments, env, private, self._log.fileno(), self._bulk.fd)
+                self.process = template.clone(arguments, env, private, self._log.fileno(),
+                                              self._bulk.fd if self._bulk else None)
                 return
             except zygote.Unavailable:
                 pass
@@ -175,10 +176,11 @@ class Sandbox:
     def _from_scratch(self) -> None:
         """Start the worker in a new interpreter (when no zygote can clone it)."""
         arguments, env, private = self._command
+        bulk = [self._bulk.fd] if self._bulk else []
         self.process = subprocess.Popen([sys.executable, "-m", "under_test.worker", *arguments,
-                                         "--bulk-fd", str(self._bulk.fd)],
+                                         *(["--bulk-fd", str(*bulk)] if bulk else [])],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
-                                        cwd=private, start_new_session=True, pass_fds=[self._bulk.fd])
+                                        cwd=private, start_new_session=True, pass_fds=bulk)
         zygote.widen(self.process.stdin.fileno())
         zygote.widen(self.process.stdout.fileno())
         LIVE.add(self.process.pid)
@@ -416,6 +418,14 @@ class Sandbox:
                                  "type": str(reply.get("args_type"))}
 
 
+
+
+def _bulk_file() -> Bulk | None:
+    """A bulk file for the worker's large replies; None where the system gives none (they then cross the pipe)."""
+    try:
+        return Bulk()
+    except (OSError, AttributeError):  # no memfd or no sealing here
+        return None
 
 
 def worker_env() -> dict[str, str]:

@@ -182,9 +182,9 @@ class Zygote:
             except OSError as error:
                 self._died(f"the zygote is gone ({error})")
 
-    def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int, bulk: int) -> Cloned:
+    def clone(self, argv: list[str], env: dict[str, str], cwd: str, log: int, bulk: int | None = None) -> Cloned:
         """Ask for a worker running `python -m under_test.worker *argv` in `cwd` with `env`, its stderr on `log`, and
-        the file `bulk` for large replies (its descriptor 3)."""
+        the file `bulk` for large replies (its descriptor 3), if there is one."""
         if self.dead:
             raise Unavailable(self.dead)
         request_r, request_w = os.pipe()
@@ -192,8 +192,9 @@ class Zygote:
         widen(request_w)
         widen(reply_r)
         try:
-            message = json.dumps({"argv": [*argv, "--bulk-fd", "3"], "env": env, "cwd": cwd}).encode()
-            socket.send_fds(self.sock, [message], [request_r, reply_w, log, bulk])
+            extra = ([], []) if bulk is None else (["--bulk-fd", "3"], [bulk])
+            message = json.dumps({"argv": [*argv, *extra[0]], "env": env, "cwd": cwd}).encode()
+            socket.send_fds(self.sock, [message], [request_r, reply_w, log, *extra[1]])
         except OSError as error:
             for fd in (request_r, request_w, reply_r, reply_w):
                 os.close(fd)
@@ -387,8 +388,8 @@ def _local_constants() -> None:
 
 
 def _serve(sock: socket.socket) -> None:
-    """Clone what is asked, until the asker closes its end: workers (four descriptors: their requests, their
-    replies, their log, their bulk file) and, for `conformance grade`, harnesses."""
+    """Clone what is asked, until the asker closes its end: workers (three or four descriptors: their requests,
+    their replies, their log, and their bulk file if they have one) and, for `conformance grade`, harnesses."""
     while True:
         try:
             message, fds, _, _ = socket.recv_fds(sock, 1 << 16, 4)
@@ -403,7 +404,7 @@ def _serve(sock: socket.socket) -> None:
         try:
             request = json.loads(message)
             kind = request.get("kind", "worker")
-            if kind not in ("worker", "harness") or len(fds) != (4 if kind == "worker" else 0):
+            if kind not in ("worker", "harness") or len(fds) not in ((3, 4) if kind == "worker" else (0,)):
                 raise ValueError(f"a malformed request ({kind}, {len(fds)} descriptors)")
             pid = _clone()
         except (OSError, ValueError, AttributeError) as error:
