@@ -558,17 +558,16 @@ def _write(config: pytest.Config, changed: list[str] | None = None) -> None:
         os.replace(tmp, path)
     path = config.getoption("checks_json", None)
     if path:
-        written = config.stash.setdefault(_JOURNALED, {})
-        first = not written
+        first = _JOURNALED_LOAD not in config.stash
         lines = [{"provenance": graded_by}] if first else []
         lines += [{"entry": [nodeid, results[nodeid]]} for nodeid in (results if changed is None else changed)]
-        if written.get("load") != json.dumps(load):
-            written["load"] = json.dumps(load)
+        if config.stash.get(_JOURNALED_LOAD, None) != json.dumps(load):
+            config.stash[_JOURNALED_LOAD] = json.dumps(load)
             lines.append({"load": load})
         journal.append(Path(path), lines, new=first)
 
 
-_JOURNALED = pytest.StashKey[dict]()  # what the checks journal holds already (its last `load`)
+_JOURNALED_LOAD = pytest.StashKey[str]()  # the last `load` the checks journal holds (absent: no journal yet)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

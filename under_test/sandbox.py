@@ -176,9 +176,9 @@ class Sandbox:
     def _from_scratch(self) -> None:
         """Start the worker in a new interpreter (when no zygote can clone it)."""
         arguments, env, private = self._command
-        bulk = [self._bulk.fd] if self._bulk else []
+        bulk = [] if self._bulk is None else [self._bulk.fd]
         self.process = subprocess.Popen([sys.executable, "-m", "under_test.worker", *arguments,
-                                         *(["--bulk-fd", str(*bulk)] if bulk else [])],
+                                         *[f"--bulk-fd={fd}" for fd in bulk]],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
                                         cwd=private, start_new_session=True, pass_fds=bulk)
         zygote.widen(self.process.stdin.fileno())
@@ -416,8 +416,6 @@ class Sandbox:
         fields = reply.get("args")
         return reply["result"], {"fields": dict(fields) if isinstance(fields, dict) else {},
                                  "type": str(reply.get("args_type"))}
-
-
 
 
 def _bulk_file() -> Bulk | None:

@@ -192,9 +192,9 @@ class Zygote:
         widen(request_w)
         widen(reply_r)
         try:
-            extra = ([], []) if bulk is None else (["--bulk-fd", "3"], [bulk])
-            message = json.dumps({"argv": [*argv, *extra[0]], "env": env, "cwd": cwd}).encode()
-            socket.send_fds(self.sock, [message], [request_r, reply_w, log, *extra[1]])
+            bulks = [] if bulk is None else [bulk]
+            message = json.dumps({"argv": [*argv, *["--bulk-fd=3" for _ in bulks]], "env": env, "cwd": cwd}).encode()
+            socket.send_fds(self.sock, [message], [request_r, reply_w, log, *bulks])
         except OSError as error:
             for fd in (request_r, request_w, reply_r, reply_w):
                 os.close(fd)

@@ -59,12 +59,6 @@ def torchvision_entries() -> tuple[Entry, ...]:
     return tuple(entries_of(model))
 
 
-@functools.lru_cache(maxsize=1)
-def pretrained_state() -> dict[str, torch.Tensor]:
-    """The "pretrained" torchvision resnet34's values, by name (the worker builds its own copy to copy from)."""
-    return pretrained_values()
-
-
 def fresh_resnet34() -> torch.nn.Module:
     """A correct ResNet34 as a learner's is before the copy: torchvision's architecture (a class the worker can
     rebuild; the reference's own classes never enter the submission's process), random weights of the course's
@@ -186,7 +180,7 @@ def copy_into_default(sandbox) -> tuple[Handle, Callable[[], list[Entry]], str]:
 def value_problems(after: list[Entry], before: Callable[[], list[Entry]], keys: list[str]) -> list[str]:
     """Entries that do not hold the pretrained value they stand for (keys[i]: the torchvision key of entry i);
     `before()` gives the entries before the copy, read only if one is wrong."""
-    state = pretrained_state()
+    state = pretrained_values()  # the worker builds its own copy to copy from
     old: dict[str, torch.Tensor] | None = None
     problems = []
     for mine, key in zip(after, keys):
@@ -211,7 +205,7 @@ def expected_keys(entries: list[Entry]) -> list[str]:
     """The torchvision key each entry stands for: the one at its position, except that a BatchNorm leaf keeps its
     name (your `running_var` stands for the running_var of the BatchNorm at that position, whatever the order)."""
     keys = []
-    state = pretrained_state()
+    state = pretrained_values()
     for mine, tv in zip(entries, torchvision_entries()):
         prefix = tv.name.rpartition(".")[0]
         leaf = _leaf(mine.name)
