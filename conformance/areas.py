@@ -87,21 +87,36 @@ REMEDIATION: tuple[Branch, ...] = (
 )
 assert sorted(i for b in REMEDIATION for i in b.items) == sorted(RUBRIC)
 
-# Blame the root cause: the building blocks a composite is made of, with the area each belongs to.
-# When a check of a composite area fails, it is graded again with the submission's own blocks
-# replaced by trusted ones (`under_test.trusted`); if it passes then, the block is to blame.
+# Blame the root cause. Every part a composite is built from, with the area where its bugs are charged: the building
+# blocks, then the composites of the chain ResidualBlock -> BlockGroup -> ResNet34 -> copy_weights ->
+# get_resnet_for_feature_extraction, each built from the parts before it. When a composite's check fails, it is graded
+# again with the submission's own parts replaced by trusted ones (`under_test.trusted`), those whose own area failed:
+# all together, then one at a time in this order to name the culprit; if it passes then, the part is to blame.
 BUILDING_BLOCKS: dict[str, str] = {
     "ReLU": "modules", "Linear": "modules", "Flatten": "modules", "Sequential": "modules",
-    "Conv2d": "conv", "MaxPool2d": "pooling", "AveragePool": "pooling", "BatchNorm2d": "batchnorm",
     "conv2d": "strided", "maxpool2d": "strided",
+    "Conv2d": "conv", "MaxPool2d": "pooling", "AveragePool": "pooling", "BatchNorm2d": "batchnorm",
 }
-# The areas whose checks judge something built from blocks of other areas, and the blocks it may use:
-# the course's older Conv2d and MaxPool2d call the learner's own conv2d / maxpool2d.
+CHAIN: dict[str, str] = {"ResidualBlock": "residual", "BlockGroup": "residual", "ResNet34": "resnet34",
+                         "copy_weights": "weight_copy", "get_resnet_for_feature_extraction": "feature_extraction"}
+PARTS: dict[str, str] = {**BUILDING_BLOCKS, **CHAIN}  # each graded part -> the area charged with its bugs
+
+
+def _built_from(area_id: str) -> tuple[str, ...]:
+    """The chain's parts below the area's own, after every building block."""
+    chain = list(CHAIN)
+    own = next(i for i, name in enumerate(chain) if CHAIN[name] == area_id)
+    return (*BUILDING_BLOCKS, *chain[:own])
+
+
+# The areas whose checks judge something built from parts of other areas, and those parts (leaves first): the course's
+# older Conv2d and MaxPool2d call the learner's own conv2d / maxpool2d.
 COMPOSITES: dict[str, tuple[str, ...]] = {
     "conv": ("conv2d",),
     "pooling": ("maxpool2d",),
-    **{area_id: tuple(BUILDING_BLOCKS) for area_id in ("residual", "resnet34", "weight_copy", "feature_extraction")},
+    **{area_id: _built_from(area_id) for area_id in ("residual", "resnet34", "weight_copy", "feature_extraction")},
 }
+assert COMPOSITES["feature_extraction"][-2:] == ("ResNet34", "copy_weights")
 
 assert abs(sum(a.weight for a in AREAS.values()) - 100) < 1e-9
 

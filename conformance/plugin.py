@@ -310,7 +310,7 @@ def pytest_runtest_call(item: pytest.Item):
             # Judged after the last check (`_deferred`), with what pytest takes from a check once it has run.
             item.config.stash.setdefault(_DEFERRED, []).append((item, item._request, dict(item.funcargs)))
             raise
-        blocks = rootcause.culprits(item, failed_areas(item.config))
+        blocks = rootcause.culprits(item, cleared_areas(item.config))
         if not blocks:
             raise
         item.user_properties.append(("advisory", rootcause.advisory(item, blocks)))
@@ -357,7 +357,7 @@ def _deferred(config: pytest.Config) -> None:
 
     for entry in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
         judge(*entry, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
-    areas = failed_areas(config)  # waits for the earlier areas' harness to end
+    areas = cleared_areas(config)  # waits for the earlier areas' harness to end
     for item, request, funcargs in deferred:
         blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, areas))
         failed = config.stash[_RESULTS][item.nodeid]
@@ -370,9 +370,9 @@ def _deferred(config: pytest.Config) -> None:
     _write(config)
 
 
-def failed_areas(config: pytest.Config) -> set[str]:
-    """The areas failed so far, the earlier areas graded by another harness included (waiting for its end): the
-    same set whether `grade` ran the submission in one harness or two."""
+def cleared_areas(config: pytest.Config) -> set[str]:
+    """The areas graded so far without a failure, the earlier areas graded by another harness included (waiting for
+    its end): the same set whether `grade` ran the submission in one harness or two."""
     entries = list(config.stash[_RESULTS].values())
     earlier = config.getoption("earlier_areas_json", None)
     if earlier:
@@ -383,7 +383,8 @@ def failed_areas(config: pytest.Config) -> set[str]:
             entries += [e for e in json.loads(path.read_text()) if isinstance(e, dict)]
         except (OSError, ValueError):
             pass
-    return {e.get("area") for e in entries if e.get("outcome") == "failed"}
+    graded = {e.get("area") for e in entries if e.get("outcome") not in ("pending", None)}
+    return graded - {e.get("area") for e in entries if e.get("outcome") in ("failed", "pending")}
 
 
 def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:

@@ -1,12 +1,13 @@
-"""Blame the root cause: a composite that is right apart from a building block it uses.
+"""Blame the root cause: a composite that is right apart from a part it is built from.
 
 A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction;
 a Conv2d or MaxPool2d built on the learner's own conv2d / maxpool2d) that fails is graded
-again in a fresh sandbox worker where the submission's own building blocks
-(`areas.COMPOSITES`, those it defines itself) are replaced by trusted ones: first those whose
-own area failed, else all of them. If it passes then, the composite is right: the check passes
-with an advisory naming the block whose bug it inherits and that block's area, where the bug is
-charged. When several blocks are replaced, each is then tried alone to name the one(s) that matter.
+again in a fresh sandbox worker where the submission's own parts (`areas.COMPOSITES`, those
+it defines itself, found by name wherever its code refers to them) whose own area failed are
+replaced by trusted ones (`under_test.trusted`): all together, then each alone, leaves first,
+to name the culprit. If it passes then, the composite is right: the check passes with an
+advisory naming the part whose bug it inherits and that part's area, where the bug is
+charged. A part whose own area passed is never blamed: its bug would then be charged nowhere.
 """
 
 from __future__ import annotations
@@ -15,10 +16,10 @@ from collections.abc import Callable
 
 import pytest
 
-from under_test.sandbox import Sandbox, SubmissionRaised
+from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
 from under_test.wire import WireError
 
-from .areas import BUILDING_BLOCKS, COMPOSITES
+from .areas import BUILDING_BLOCKS, COMPOSITES, PARTS
 
 
 def area_of(item: pytest.Item) -> str:
@@ -26,21 +27,23 @@ def area_of(item: pytest.Item) -> str:
 
 
 def own_blocks(item: pytest.Item) -> list[str]:
-    """The blocks the check's composite may use that the submission defines itself (course-given and torch's
-    are trusted already)."""
+    """The parts the check's composite may use that the submission defines itself (course-given and torch's
+    are trusted already), leaves first."""
     program = item._request.getfixturevalue("program")
     aliases = item._request.getfixturevalue("aliases")
     return [name for name in COMPOSITES[area_of(item)] if program.status(name, aliases) == "defined"]
 
 
 def eligible(item: pytest.Item, error: BaseException) -> bool:
-    """A composite's check that failed on the submission's behaviour (not a hang or a harness error)."""
+    """A composite's check that failed on the submission's behaviour, a hang or a crash included (not a harness
+    error): a part that hung or crashed in its own area is refused at once elsewhere (`Sandbox.request`), and a
+    trusted part in its place does not hang."""
     marker = item.get_closest_marker("area")
     if marker is None or marker.args[0] not in COMPOSITES or "sandbox" not in getattr(item, "funcargs", {}):
         return False
     if isinstance(error, BaseExceptionGroup):  # Hypothesis found several distinct failures
         return all(eligible(item, inner) for inner in error.exceptions)
-    return isinstance(error, (AssertionError, SubmissionRaised, WireError, pytest.fail.Exception))  # not WorkerDied
+    return isinstance(error, (AssertionError, SubmissionRaised, WireError, WorkerDied, pytest.fail.Exception))
 
 
 KEPT = 4  # lending workers kept warm for the next composite check (all blocks, the suspects, each suspect)
@@ -102,46 +105,49 @@ def _run_with(item: pytest.Item, trusted: list[str]) -> bool:
         item.user_properties[:] = saved
 
 
-def culprits(item: pytest.Item, failed_areas: set[str]) -> list[str]:
-    """The building blocks whose replacement makes the failed check pass (empty: the composite is at fault).
+def culprits(item: pytest.Item, cleared: set[str]) -> list[str]:
+    """The parts whose replacement makes the failed check pass (empty: the composite is at fault).
 
-    The suspects (blocks whose own area has already failed, `failed_areas`) are replaced first, together, and
-    if they suffice, each alone: the first that suffices alone is named, else the suspects together. Without
-    suspects, or when they do not suffice, all the submission's blocks are replaced; if that suffices, every
-    other block alone, else the composite is at fault.
+    Only suspects are replaced: the submission's own parts whose own area has not been cleared (`cleared`: the
+    areas graded in this run without a failure), so that in a full grade a bug is always charged somewhere, and a
+    run of one area still learns where the bug is. All of them together first; if that suffices, each alone,
+    leaves first: the first that suffices alone is named, else the suspects together. If together they do not
+    suffice, each alone still may (a lent composite is whole: a trusted ResNet34 does not need the submission's
+    blocks).
     """
-    blocks = own_blocks(item)
-    if not blocks:
+    suspects = [name for name in own_blocks(item) if PARTS[name] not in cleared]
+    if not suspects:
         return []
-    suspects = [name for name in blocks if BUILDING_BLOCKS[name] in failed_areas]
-    if suspects and passes_with(item, suspects):
+    if passes_with(item, suspects):
         if len(suspects) == 1:
             return suspects
         return next(([name] for name in suspects if passes_with(item, [name])), suspects)
-    if len(suspects) == len(blocks) or not passes_with(item, blocks):
+    if len(suspects) == 1:
         return []
-    if len(blocks) == 1:
-        return blocks
-    return next(([name] for name in blocks if name not in suspects and passes_with(item, [name])), blocks)
+    return next(([name] for name in suspects if passes_with(item, [name])), [])
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
-    """Until `known()` (the failed areas are known), run trials `culprits` may ask for: all the blocks lent, then
-    each block alone (a single suspect is the most common case). Their answers are remembered (`passes_with`), so
-    `culprits` gives what it would have given without them, sooner."""
-    blocks = own_blocks(item)
-    if len(blocks) < 2 or known() or not passes_with(item, blocks):
-        return
-    for name in blocks:
+    """Until `known()` (the earlier areas' verdicts are known), run trials `culprits` may ask for: each of the chain's
+    composites the submission defines, alone, the nearest first (a part one level down is the most common
+    culprit of a composite's failure). Their answers are remembered (`passes_with`), so `culprits` gives what it
+    would have given without them, sooner."""
+    for name in reversed([name for name in own_blocks(item) if name not in BUILDING_BLOCKS]):
         if known():
             return
         passes_with(item, [name])
 
 
+def trusted_word(name: str) -> str:
+    """Whose version of the part is lent (`under_test.trusted`)."""
+    if name in BUILDING_BLOCKS:
+        return f"torch's {name}"
+    return f"the course's {name}" if name == "copy_weights" else f"the reference's {name}"
+
+
 def advisory(item: pytest.Item, blocks: list[str]) -> str:
-    names = [n for m in item.iter_markers("requires") for n in m.args]
-    subject = names[0] if names else area_of(item)
-    inherited = " and ".join(f"{name}'s (see the {BUILDING_BLOCKS[name]} area)" for name in blocks)
-    trusted = " and ".join(blocks)
-    return (f"{item.name}: {subject} is right; it inherits the bug of {inherited}. With torch's {trusted} in place "
-            f"of yours, this check passes, so it is not charged here.")
+    names = [n for m in item.iter_markers("requires") for n in m.args if n not in blocks]
+    inherited = " and ".join(f"{name}'s bug (see the {PARTS[name]} area)" for name in blocks)
+    trusted = " and ".join(trusted_word(name) for name in blocks)
+    said = f"{names[0]} is right; it inherits {inherited}" if names else f"the failure comes from {inherited}"
+    return f"{item.name}: {said}. With {trusted} in place of yours, this check passes, so it is not charged here."

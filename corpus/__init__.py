@@ -22,6 +22,8 @@ is an error, never a silent no-op. `python -m corpus run ID` grades one bug;
 
 from __future__ import annotations
 
+import ast
+import functools
 import json
 import subprocess
 import sys
@@ -57,10 +59,78 @@ class Bug:
             text = text.replace(old, new)
         return text
 
+    def touched(self) -> set[str] | None:
+        """The top-level definitions the patches change, add or remove (None: they change code outside them)."""
+        before, after = _split((EXAMPLES / self.base).read_text()), _split(self.source())
+        if before[1] != after[1]:
+            return None
+        return {name for name in before[0].keys() | after[0].keys() if before[0].get(name) != after[0].get(name)}
+
+    def reach(self) -> list[str]:
+        """The areas this bug can change: its own, and every area whose checks exercise a definition that uses what
+        the patch changed, directly or through other definitions (by the names the file's top-level definitions
+        refer to); every area when a patch is outside the definitions or changes a name no check exercises."""
+        touched = self.touched()
+        exercised = area_names()
+        if touched is None or not touched <= set().union(*exercised.values()):
+            return list(exercised)
+        refers = {}
+        for node in _definitions(self.source()):
+            refers.setdefault(node.name, set()).update(n.id for n in ast.walk(node) if isinstance(n, ast.Name))
+        reached, grown = set(touched), True
+        while grown:
+            users = {name for name, refs in refers.items() if refs & reached} - reached
+            reached |= users
+            grown = bool(users)
+        return [area for area, names in exercised.items() if area == self.area or names & reached]
+
     def write(self, directory: Path) -> Path:
         path = Path(directory) / f"{self.id}{Path(self.base).suffix}"
         path.write_text(self.source())
         return path
+
+
+def _split(source: str) -> tuple[dict[str, list[str]], list[str]]:
+    """A course script's top-level definitions (name -> the text of each, decorators included), and its other
+    lines."""
+    lines = source.splitlines()
+    texts: dict[str, list[str]] = {}
+    inside: set[int] = set()
+    for node in _definitions(source):
+        first = min([node.lineno, *(d.lineno for d in node.decorator_list)])
+        texts.setdefault(node.name, []).append("\n".join(lines[first - 1:node.end_lineno]))
+        inside.update(range(first - 1, node.end_lineno))
+    return texts, [line for i, line in enumerate(lines) if i not in inside and line.strip()]
+
+
+def _definitions(source: str) -> list[ast.FunctionDef | ast.ClassDef]:
+    """The top-level functions and classes of a course script (its `!` and `%` lines blanked, as a notebook runs
+    them apart)."""
+    lines = ["" if line.lstrip().startswith(("!", "%")) else line for line in source.splitlines()]
+    return [node for node in ast.parse("\n".join(lines)).body if isinstance(node, (ast.FunctionDef, ast.ClassDef))]
+
+
+@functools.lru_cache(maxsize=1)
+def area_names() -> dict[str, set[str]]:
+    """The submission names each area's checks exercise (their `requires` markers, read from pytest's collection of
+    the checks), in the areas' order."""
+    from conformance.areas import AREAS
+
+    script = ("import json, sys, pytest\n"
+              "class Names:\n"
+              "    found = {}\n"
+              "    def pytest_collection_modifyitems(self, items):\n"
+              "        for item in items:\n"
+              "            area = item.get_closest_marker('area').args[0]\n"
+              "            self.found.setdefault(area, set()).update(\n"
+              "                n for m in item.iter_markers('requires') for n in m.args)\n"
+              "pytest.main(['--pyargs', 'conformance.checks', '--impl', 'reference', '--collect-only', '-q',\n"
+              "             '-p', 'no:cacheprovider'], plugins=[Names()])\n"
+              "sys.stderr.flush()\n"
+              "print('NAMES' + json.dumps({k: sorted(v) for k, v in Names.found.items()}))\n")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True).stdout
+    found = json.loads(out[out.rindex("NAMES") + len("NAMES"):])
+    return {area: set(found.get(area, ())) for area in AREAS}
 
 
 def load_bugs() -> list[Bug]:

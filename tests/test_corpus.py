@@ -46,22 +46,40 @@ ADVISORY = [bug for bug in BUGS if bug.advisory]
 
 
 @pytest.mark.parametrize("bug", FAILING, ids=[b.id for b in FAILING])
-def test_bug_fails_in_its_area(bug, tmp_path):
-    # Only the checks the bug claims run (the rest of its area is proven on the correct implementations).
-    selection = ["-k", " or ".join(bug.checks)] if bug.checks else []
-    data = grade(bug.write(tmp_path), [bug.area], tmp_path, *selection, fork=True)
+def test_bug_is_charged_to_its_own_area_only(bug, tmp_path):
+    """A loss equals its bug: the bug fails its own area (the checks it claims, with its diagnosis), and every other
+    area it reaches (`Bug.reach`: those whose checks exercise what the patch changed) passes, told where the bug is."""
+    areas = bug.reach()
+    data = grade(bug.write(tmp_path), areas, tmp_path, fork=True)
     failed_tests = [t["name"] for t in data["tests"] if t["outcome"] == "failed"]
     failed = {function_of(n) for n in failed_tests} | {n.split(": ", 1)[-1] for n in failed_tests}
     assert data["areas"][bug.area]["status"] == "failed", f"{bug.id} ({bug.description}) was not caught"
     for check in bug.checks:
         assert check in failed, f"{bug.id}: expected {check} to fail; failed: {sorted(failed)}"
     assert not data["harness_errors"], [t["output"] for t in data["tests"] if t["outcome"] == "error"]
+    also = {t["name"]: t["output"][:1500] for t in data["tests"]
+            if t["outcome"] == "failed" and t["name"].split(": ", 1)[0] != bug.area}
+    assert not also, f"{bug.id} is a bug of {bug.area}, yet it is charged to other areas too:\n" + "\n\n".join(
+        f"{name}:\n{output}" for name, output in also.items())
+    inherited = [a for a in data["advisories"] if "inherits" in a or "comes from" in a]
+    assert all(f"see the {bug.area} area" in a for a in inherited), (bug.area, inherited)
     outputs = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
     for output in outputs:
         assert output.strip() and "reproduce: conformance check" in output
     assert bug.expect, f"{bug.id}: name the phrase of the diagnosis its feedback must contain (expect = ...)"
     assert any(bug.expect in output for output in outputs), \
         f"{bug.id}: no failed check's feedback says {bug.expect!r}:\n" + "\n---\n".join(outputs)
+
+
+def test_reach_follows_the_definitions_that_use_what_a_patch_changed():
+    """`Bug.reach` (which areas the test above grades) is conservative: a ResidualBlock bug reaches every area built
+    on it, a bug of a function no check names reaches every area, and a bug of a leaf only its own."""
+    bugs = {bug.id: bug for bug in BUGS}
+    assert bugs["res-stride-on-second-conv"].reach() == ["residual", "resnet34", "weight_copy", "feature_extraction"]
+    assert bugs["bn-eps-outside-sqrt"].reach() == ["batchnorm", "residual", "resnet34", "weight_copy",
+                                                    "feature_extraction"]
+    assert bugs["trace-contiguous-stride"].reach() == ["strided"]
+    assert len(bugs["mlp-train-zero-grad-before-step"].reach()) == len(checked_areas())
 
 
 @pytest.mark.parametrize("bug", ADVISORY, ids=[b.id for b in ADVISORY])

@@ -81,6 +81,26 @@ class Clock:
 
 CLOCK = Clock()  # every sandbox of this process (the graded one and those that lend trusted blocks)
 
+# A hang is paid once. What did not answer within its time limit in this process (the harness), by what it is: the
+# type of a module whose call hung ('__submission__.ResNet34'), or the name of a function. Every later call of it
+# fails at once with the same cause, in every check and every sandbox of the harness, and every worker refuses to run
+# such a module's forward (so a `train(args)` of the submission that would run it stops at once too). A lending
+# worker's trusted parts are other types: they are called as usual.
+HUNG: dict[str, str] = {}
+REFUSED = ".Refused"  # the worker's exception for a forward it refuses (`under_test.worker`, or `__main__`)
+
+
+def hung_key(verb: str, args: tuple) -> str | None:
+    """What a request calls, as `HUNG` knows it (None: not a call)."""
+    if verb not in ("call", "grad") or not args:
+        return None
+    target = args[0]
+    return target.type if isinstance(target, Handle) else target if isinstance(target, str) else None
+
+
+def hung_name(key: str) -> str:
+    return f"{key.rsplit('.', 1)[-1]}'s forward" if "." in key else f"{key}(...)"
+
 
 @dataclass
 class LoadInfo:
@@ -112,6 +132,7 @@ class Sandbox:
         self._launched = False  # a worker was spawned ahead (`launch`) and is importing torch meanwhile
         self._log = tempfile.TemporaryFile()
         self._bulk: Bulk | None = None  # the worker's bulk file, for large replies' tensor bytes
+        self._told: set[str] = set()  # the `HUNG` entries this worker was told to refuse
 
     def __repr__(self) -> str:
         return "sandbox"
@@ -152,6 +173,7 @@ class Sandbox:
     def _spawn(self) -> None:
         become_subreaper()  # the worker's orphans come to this process, which ends them (`stop`)
         self.stop()
+        self._told = set()
         self._log.seek(0)
         self._log.truncate()
         self.workdir = Path(tempfile.mkdtemp(prefix="conformance-worker-")) / "work"
@@ -274,7 +296,16 @@ class Sandbox:
         if self.process is None or self.process.poll() is not None:
             self.restarts += 1
             self.start()
+        key = hung_key(verb, args)
         record = [verb, args, {k: v for k, v in kwargs.items() if k != "timeout"}, None, None]
+        if key in HUNG:
+            self.calls.append(record)
+            record[4] = "nothing: not called, it hung before"
+            raise WorkerDied(f"not called: earlier, {HUNG[key]}", cause=HUNG[key], timed_out=True)
+        if HUNG.keys() - self._told:
+            self._told = set(HUNG)
+            self.request("refuse", {k: v for k, v in HUNG.items() if "." in k})
+            del self.calls[-1]  # not part of the check's reproduction
         self.calls.append(record)
         payload = wire.dump_request((verb, args, kwargs, self._bulk.free_from() if self._bulk else 0))
         try:
@@ -284,10 +315,14 @@ class Sandbox:
         except (BrokenPipeError, OSError):
             pass  # the reply read below reports how the worker died
         started = time.perf_counter()
+        doing = _describe(verb, args, kwargs)
         try:
-            reply = self._receive(timeout or self.timeout, _describe(verb, args, kwargs))
+            reply = self._receive(timeout or self.timeout, doing)
         except WorkerDied as died:
             record[4] = f"nothing: the worker stopped ({str(died)[:100]})"
+            if died.timed_out and key is not None:
+                HUNG.setdefault(key, f"{hung_name(key)} did not answer within {timeout or self.timeout:g} s while "
+                                     f"{doing} (hang or far too slow), so it is not waited for again")
             raise
         CLOCK.submission += _seconds(reply, time.perf_counter() - started)
         self._note_blocked(reply)
@@ -297,6 +332,9 @@ class Sandbox:
         if not reply.get("ok"):
             error = reply.get("error") or {}
             record[4] = f"{error.get('type')}: {str(error.get('message'))[:200]}"
+            if str(error.get("type")).endswith(REFUSED) and str(error.get("message")) in HUNG.values():
+                message = str(error.get("message"))
+                raise WorkerDied(f"stopped at once: earlier, {message}", cause=message, timed_out=True)
             raise SubmissionRaised(str(error.get("type")), str(error.get("message")), str(error.get("traceback")))
         value = wire.decode(reply.get("value"))
         made = value.get("value") if isinstance(value, dict) else value  # "call" replies {"value": ...}

@@ -66,6 +66,12 @@ class Worker:
         gc.collect()
         return {"grown_mb": (_mapped_bytes() - self.base_bytes) // (1 << 20)}
 
+    def do_refuse(self, refused: dict):
+        """From now on, refuse to run the forward of these module types ({type name: why}): the harness saw them
+        hang (`sandbox.HUNG`), and a hang is paid once."""
+        Refusals.install().refused.update({str(k): str(v) for k, v in refused.items()})
+        return None
+
     def do_construct(self, name, args=(), kwargs=None, seed=0):
 
         _seed(seed)
@@ -306,6 +312,33 @@ class _TorchvisionCalls:
     def __exit__(self, *exc):
         sys.setprofile(self.previous)
         return False
+
+
+class Refused(Exception):
+    """A forward the harness saw hang earlier: refused at once (`Worker.do_refuse`)."""
+
+
+class Refusals:
+    """A global forward hook that refuses the forward of the module types the harness saw hang."""
+
+    instance: Refusals | None = None
+
+    def __init__(self):
+        import torch
+
+        self.refused: dict[str, str] = {}
+        torch.nn.modules.module.register_module_forward_pre_hook(self._hook)
+
+    @classmethod
+    def install(cls) -> Refusals:
+        if cls.instance is None:
+            cls.instance = cls()
+        return cls.instance
+
+    def _hook(self, module, args):
+        why = self.refused.get(type_name(module))
+        if why is not None:
+            raise Refused(why)
 
 
 class TorchLayers:
