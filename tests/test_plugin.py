@@ -73,3 +73,70 @@ def test_slow_but_correct_resnet_passes_the_snapshot_comparison_at_the_size_it_a
     (test,) = [t for t in data["tests"] if t["name"].endswith("test_weight_copy_pretrained_logits_match_snapshot")]
     assert test["outcome"] == "passed", test["output"]
     assert any("compared at 64x64 only" in a for a in data["advisories"]), data["advisories"]
+
+
+def test_a_hang_is_paid_once_and_charged_to_the_area_of_the_name_that_hangs(tmp_path):
+    """ResNet34's forward never returns: the first resnet34 check that calls it waits its probe limit; every later
+    call of it, in resnet34 and in the areas built on it, fails at once with that reason, and those areas pass
+    with the reference's ResNet34 in its place (issue 17, item 3)."""
+    hangs = Bug("resnet-forward-hangs", "resnet34", "ResNet34's forward never returns",
+                (('''        x = self.in_layers(x)
+        x = self.residual_layers(x)
+''', '''        while True:
+            pass
+        x = self.in_layers(x)
+        x = self.residual_layers(x)
+'''),))
+    data = grade(hangs.write(tmp_path), ["resnet34", "weight_copy", "feature_extraction"], tmp_path,
+                 "--probe-timeout", "3", fork=True)
+    statuses = {area: data["areas"][area]["status"] for area in ("resnet34", "weight_copy", "feature_extraction")}
+    assert statuses == {"resnet34": "failed", "weight_copy": "passed", "feature_extraction": "passed"}, statuses
+    failed = [t["output"] for t in data["tests"] if t["outcome"] == "failed"]
+    waited = [o for o in failed if "did not answer within 3 s while calling <ResNet34 object>" in o
+              and "earlier," not in o]
+    assert len(waited) == 1, failed
+    assert len(failed) > 1 and all("earlier, ResNet34's forward did not answer within 3 s" in o
+                                   for o in failed if o not in waited), failed
+    assert any("inherits ResNet34's bug (see the resnet34 area)" in a for a in data["advisories"]), data["advisories"]
+
+
+# A ResidualBlock with one bug (its output shifted by 0.5), added to a correct submission whatever its style: the
+# last definition of a name wins, and the subclass keeps the submission's own structure and names.
+SHIFTED_BLOCK = '''
+
+_ResidualBlockAsWritten = ResidualBlock
+
+
+class ResidualBlock(_ResidualBlockAsWritten):
+    def forward(self, x):
+        return super().forward(x) + 0.5
+'''
+# A ResNet34 with one bug (its logits shifted by 0.5), likewise.
+SHIFTED_RESNET = '''
+
+_ResNet34AsWritten = ResNet34
+
+
+class ResNet34(_ResNet34AsWritten):
+    def forward(self, x):
+        return super().forward(x) + 0.5
+'''
+STYLES = ["resnet_flat_sequential.py", "resnet_modulelist.py", "resnet_renamed_attributes.py",
+          "resnet_without_blockgroup.py", "copy_weights_method.py"]
+
+
+@pytest.mark.parametrize("bug, own, part", [(SHIFTED_BLOCK, "residual", "ResidualBlock"),
+                                            (SHIFTED_RESNET, "resnet34", "ResNet34")], ids=["block", "resnet"])
+@pytest.mark.parametrize("style", STYLES)
+def test_the_swap_follows_the_submissions_names_not_its_module_tree(style, bug, own, part, tmp_path):
+    """Whatever holds the blocks (a flat Sequential, a ModuleList, attributes of any name, a ResNet34 without
+    BlockGroup) and wherever copy_weights is written (a method), a bug of one part fails its own area only."""
+    source = (ROOT / "corpus" / "correct" / style).read_text() + bug
+    (tmp_path / style).write_text(source)
+    areas = ["residual", "resnet34", "weight_copy", "feature_extraction"]
+    data = grade(tmp_path / style, areas[areas.index(own):], tmp_path, fork=True)
+    statuses = {area: data["areas"][area]["status"] for area in areas[areas.index(own):]}
+    assert statuses == {area: "failed" if area == own else "passed" for area in statuses}, \
+        [t["output"][:800] for t in data["tests"] if t["outcome"] == "failed"]
+    assert any(f"inherits {part}'s bug (see the {own} area)" in a or f"comes from {part}'s bug" in a
+               for a in data["advisories"]), data["advisories"]

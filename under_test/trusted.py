@@ -156,12 +156,53 @@ def lend(names: list[str], namespaces: list[dict]) -> None:
 
 
 def with_own_methods(trusted, mine):
-    """`trusted`, subclassed with the public methods `mine` (the submission's class) adds that it lacks."""
+    """`trusted`, made to answer to the submission's own names: the public methods `mine` (the submission's class,
+    and its bases of the submission's own module) adds, and for a composite, the names under which `mine` keeps
+    its plain settings and its top-level parts (`Adopted`)."""
     if not (isinstance(trusted, type) and isinstance(mine, type)):
         return trusted
-    extra = {key: value for key, value in vars(mine).items()
-             if not key.startswith("_") and callable(value) and not hasattr(trusted, key)}
-    if not extra:
-        return trusted
-    return type(trusted.__name__, (trusted,), {**extra, "__module__": trusted.__module__,
-                                                "__qualname__": trusted.__qualname__})
+    extra = {}
+    for cls in reversed([c for c in mine.__mro__ if c.__module__ == mine.__module__]):
+        extra.update({key: value for key, value in vars(cls).items()
+                      if not key.startswith("_") and callable(value) and not hasattr(trusted, key)})
+    bases = (Adopted, trusted) if trusted in COMPOSITES else (trusted,)
+    return type(trusted.__name__, bases, {**extra, "_theirs": mine, "__module__": trusted.__module__,
+                                          "__qualname__": trusted.__qualname__})
+
+
+class Adopted(nn.Module):
+    """A trusted composite that answers to the names the submission's own class uses.
+
+    The submission's class is built too, on the meta device (no memory, no values): its plain settings (a list of
+    widths, n_classes) are copied under its names, and its top-level parts are reached under its names when they
+    line up one to one with the trusted ones (the learner's `my_resnet.head[-1] = Linear(...)` then replaces the
+    trusted `out_layers[-1]`). Nothing is registered twice, so the state_dict is the trusted one's.
+    """
+
+    _theirs: type
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        aliases = {}
+        try:
+            with torch.device("meta"):
+                theirs = self._theirs(*args, **kwargs)
+            for key, value in vars(theirs).items():
+                if not key.startswith("_") and key not in vars(self) and isinstance(value, (bool, int, float, str,
+                                                                                             list, tuple)):
+                    setattr(self, key, value)
+            mine, ours = list(theirs.named_children()), list(self.named_children())
+            if len(mine) == len(ours):
+                aliases = {their: our for (their, _), (our, _) in zip(mine, ours) if their != our}
+        except Exception:  # noqa: BLE001 - their constructor is theirs: without it, the trusted names only
+            pass
+        object.__setattr__(self, "_aliases", aliases)
+
+    def __getattr__(self, name: str):
+        aliases = self.__dict__.get("_aliases", {})
+        if name in aliases:
+            return getattr(self, aliases[name])
+        return super().__getattr__(name)
+
+
+COMPOSITES = (ResidualBlock, BlockGroup, ResNet34)
