@@ -99,7 +99,12 @@ BUILDING_BLOCKS: dict[str, str] = {
 }
 CHAIN: dict[str, str] = {"ResidualBlock": "residual", "BlockGroup": "residual", "ResNet34": "resnet34",
                          "copy_weights": "weight_copy", "get_resnet_for_feature_extraction": "feature_extraction"}
-PARTS: dict[str, str] = {**BUILDING_BLOCKS, **CHAIN}  # each graded part -> the area charged with its bugs
+# Each part -> the areas that judge it, its own first: the weight copy also judges the declaration order of ResNet34
+# and of the blocks inside it (what copy_weights relies on), which their own areas, judging behaviour, do not see.
+PARTS: dict[str, tuple[str, ...]] = {
+    **{name: (area_id,) for name, area_id in {**BUILDING_BLOCKS, **CHAIN}.items()},
+    **{name: (CHAIN[name], "weight_copy") for name in ("ResidualBlock", "BlockGroup", "ResNet34")},
+}
 
 
 def _built_from(area_id: str) -> tuple[str, ...]:

@@ -105,26 +105,34 @@ def _run_with(item: pytest.Item, trusted: list[str]) -> bool:
         item.user_properties[:] = saved
 
 
-def culprits(item: pytest.Item, cleared: set[str]) -> list[str]:
-    """The parts whose replacement makes the failed check pass (empty: the composite is at fault).
+def charged_area(item: pytest.Item, name: str, cleared: set[str]) -> str | None:
+    """Where a bug of the part `name` would be charged: the first area judging it (its own, then the weight copy
+    for the order of what ResNet34 is made of) that is not the check's own and has not been cleared in this run."""
+    return next((a for a in PARTS[name] if a != area_of(item) and a not in cleared), None)
 
-    Only suspects are replaced: the submission's own parts whose own area has not been cleared (`cleared`: the
-    areas graded in this run without a failure), so that in a full grade a bug is always charged somewhere, and a
-    run of one area still learns where the bug is. All of them together first; if that suffices, each alone,
-    leaves first: the first that suffices alone is named, else the suspects together. If together they do not
-    suffice, each alone still may (a lent composite is whole: a trusted ResNet34 does not need the submission's
-    blocks).
+
+def culprits(item: pytest.Item, cleared: set[str]) -> dict[str, str]:
+    """The parts whose replacement makes the failed check pass, each with the area charged with its bug (empty: the
+    composite is at fault).
+
+    Only suspects are replaced: the submission's own parts with an area judging them that has not been cleared
+    (`cleared`: the areas graded in this run without a failure), so that in a full grade a bug is always charged
+    somewhere, and a run of one area still learns where the bug is. All of them together first; if that suffices,
+    each alone, leaves first: the first that suffices alone is named, else the suspects together. If together
+    they do not suffice, each alone still may (a lent composite is whole: a trusted ResNet34 does not need the
+    submission's blocks).
     """
-    suspects = [name for name in own_blocks(item) if PARTS[name] not in cleared]
+    suspects = {name: area for name in own_blocks(item) if (area := charged_area(item, name, cleared))}
     if not suspects:
-        return []
-    if passes_with(item, suspects):
-        if len(suspects) == 1:
+        return {}
+    names = list(suspects)
+    if passes_with(item, names):
+        if len(names) == 1:
             return suspects
-        return next(([name] for name in suspects if passes_with(item, [name])), suspects)
-    if len(suspects) == 1:
-        return []
-    return next(([name] for name in suspects if passes_with(item, [name])), [])
+        return next(({name: suspects[name]} for name in names if passes_with(item, [name])), suspects)
+    if len(names) == 1:
+        return {}
+    return next(({name: suspects[name]} for name in names if passes_with(item, [name])), {})
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
@@ -145,9 +153,10 @@ def trusted_word(name: str) -> str:
     return f"the course's {name}" if name == "copy_weights" else f"the reference's {name}"
 
 
-def advisory(item: pytest.Item, blocks: list[str]) -> str:
+def advisory(item: pytest.Item, blocks: dict[str, str]) -> str:
+    """`blocks`: the culprits, each with the area charged with its bug (`culprits`)."""
     names = [n for m in item.iter_markers("requires") for n in m.args if n not in blocks]
-    inherited = " and ".join(f"{name}'s bug (see the {PARTS[name]} area)" for name in blocks)
+    inherited = " and ".join(f"{name}'s bug (see the {area} area)" for name, area in blocks.items())
     trusted = " and ".join(trusted_word(name) for name in blocks)
     said = f"{names[0]} is right; it inherits {inherited}" if names else f"the failure comes from {inherited}"
     return f"{item.name}: {said}. With {trusted} in place of yours, this check passes, so it is not charged here."

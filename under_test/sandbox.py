@@ -91,8 +91,9 @@ REFUSED = ".Refused"  # the worker's exception for a forward it refuses (`under_
 
 
 def hung_key(verb: str, args: tuple) -> str | None:
-    """What a request calls, as `HUNG` knows it (None: not a call)."""
-    if verb not in ("call", "grad") or not args:
+    """What a request calls, as `HUNG` knows it (None: not a call): a module's type, or a name of the submission
+    called or constructed."""
+    if verb not in ("call", "grad", "construct") or not args:
         return None
     target = args[0]
     return target.type if isinstance(target, Handle) else target if isinstance(target, str) else None
@@ -100,6 +101,12 @@ def hung_key(verb: str, args: tuple) -> str | None:
 
 def hung_name(key: str) -> str:
     return f"{key.rsplit('.', 1)[-1]}'s forward" if "." in key else f"{key}(...)"
+
+
+def refused(key: str | None, lending: bool) -> bool:
+    """Is this call refused at once? A module type that hung is refused everywhere (a lent part is another type); a
+    name that hung only where nothing is lent: with trusted parts in place it may well answer."""
+    return key in HUNG and ("." in key or not lending)
 
 
 @dataclass
@@ -298,7 +305,7 @@ class Sandbox:
             self.start()
         key = hung_key(verb, args)
         record = [verb, args, {k: v for k, v in kwargs.items() if k != "timeout"}, None, None]
-        if key in HUNG:
+        if refused(key, bool(self.trusted)):
             self.calls.append(record)
             record[4] = "nothing: not called, it hung before"
             raise WorkerDied(f"not called: earlier, {HUNG[key]}", cause=HUNG[key], timed_out=True)
@@ -320,7 +327,7 @@ class Sandbox:
             reply = self._receive(timeout or self.timeout, doing)
         except WorkerDied as died:
             record[4] = f"nothing: the worker stopped ({str(died)[:100]})"
-            if died.timed_out and key is not None:
+            if died.timed_out and key is not None and ("." in key or not self.trusted):
                 HUNG.setdefault(key, f"{hung_name(key)} did not answer within {timeout or self.timeout:g} s while "
                                      f"{doing} (hang or far too slow), so it is not waited for again")
             raise
