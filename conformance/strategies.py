@@ -15,6 +15,9 @@ import torch
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
+# course: float32 in tests.py and the notebook, float64 in tests.py's conv2d_minimal and conv2d; the template's
+# Float[Tensor, ...] hints take either. Non-contiguous views: tests.py's test_mv2/test_mm2 (the exercise reads
+# x.stride()); nothing in the course promises a module a contiguous input.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 LAYOUTS = ("contiguous", "transposed", "strided", "offset")
 SENTINEL = 1000.0  # what lies in memory around non-contiguous views
@@ -62,13 +65,14 @@ def make_tensor(values: np.ndarray, dtype: torch.dtype, layout: str = "contiguou
     raise ValueError(f"unknown layout {layout!r}; use one of {LAYOUTS}")
 
 
-half_integers = st.integers(-8, 8).map(lambda v: v / 2)
+half_integers = st.integers(-8, 8).map(lambda v: v / 2)  # course: randn / arange values; these are exact
 
 
 def arrays(shape: tuple[int, ...], elements: st.SearchStrategy[float] = half_integers) -> st.SearchStrategy:
     return hnp.arrays(np.float64, shape, elements=elements)
 
 
+# The caller chooses the shape: each check states the ranks the course feeds its name.
 @st.composite
 def tensors(draw, shape: tuple[int, ...], *, dtypes=tuple(DTYPES), layouts=LAYOUTS, dtype: str | None = None,
             elements: st.SearchStrategy[float] = half_integers) -> TensorCase:

@@ -474,9 +474,15 @@ def group_layout(entries: list[Entry], n_blocks: int, in_feats: int, out_feats: 
         described = "; ".join(f"block {b.index}: {b.describe_convs()}" for b in layout.blocks) or "no convolutions"
         layout.problems.insert(0, f"{what} has {len(split)} residual block{'s' if len(split) != 1 else ''} "
                                   f"({described}); expected {n_blocks}: ResidualBlock({in_feats}, {out_feats}, "
-                                  f"{stride}) then {n_blocks - 1} x ResidualBlock({out_feats}, {out_feats}, 1)")
+                                  f"{stride}) then {n_blocks - 1} x ResidualBlock({out_feats}, {out_feats}, 1)"
+                                  + (UNREGISTERED if not split else ""))
     _report_left_over(left_over, what, layout.problems)
     return _finish(layout, entries, oracle, stray)
+
+
+UNREGISTERED = ("; the blocks' parameters are not in the state_dict at all: a module kept in a plain Python list or "
+                "dict is not registered (use Sequential or nn.ModuleList), so state_dict(), .eval() and the optimizer "
+                "never see it")
 
 
 def _report_left_over(left_over: list[NormUnit], what: str, problems: list[str]) -> None:

@@ -22,12 +22,16 @@ from conformance.strategies import DTYPES, tensors
 
 pytestmark = [area("batchnorm"), requires("BatchNorm2d")]
 
+# course: BatchNorm2d(num_features, eps=1e-05, momentum=0.1): float eps and momentum; tests.py builds BatchNorm2d(2) and
+# BatchNorm2d(3, momentum=0.6), the ResNet BatchNorm2d(c); interface.md: constructors positional or by keyword.
 EPS = st.sampled_from([1e-5, 1e-3, 0.5])
 MOMENTUM = st.sampled_from([0.1, 0.5, 0.9])
 EXPECTED_ENTRIES = [("weight", "parameter"), ("bias", "parameter"), ("running_mean", "buffer"),
                     ("running_var", "buffer"), ("num_batches_tracked", "buffer")]
 
 
+# course: forward gets (batch, channels, height, width) (its docstring): tests.py's randn(100, 2, 3, 4) and
+# arange(12).view(2, 3, 2, 1), float32; the ResNet's activations; eval mode any batch (predict on 10 images).
 @st.composite
 def batches(draw, channels: int, dtype: str, n: int = 1, train: bool = True):
     """`n` input batches of shape (B, C, H, W); in train mode B*H*W >= 2 (a variance exists)."""
@@ -38,6 +42,7 @@ def batches(draw, channels: int, dtype: str, n: int = 1, train: bool = True):
 
 
 def random_affine(channels: int, dtype: torch.dtype, seed: int) -> dict[str, torch.Tensor]:
+    # course: copy_weights loads trained weight and bias (and running buffers) into every BatchNorm2d
     gen = torch.Generator().manual_seed(seed)
     return {"weight": (torch.rand(channels, generator=gen, dtype=torch.float64) * 2 + 0.5).to(dtype),
             "bias": (torch.rand(channels, generator=gen, dtype=torch.float64) * 2 - 1).to(dtype)}
@@ -56,7 +61,7 @@ def make_pair(sandbox, channels, eps, momentum, dtype, state=None):
     return handle, oracle
 
 
-@given(channels=st.integers(1, 4), eps=EPS, momentum=MOMENTUM)
+@given(channels=st.integers(1, 4), eps=EPS, momentum=MOMENTUM)  # course: see EPS; positional here
 def test_batchnorm_parameters_and_buffers(sandbox, advise, channels, eps, momentum):
     """weight/bias are parameters, running_mean/running_var/num_batches_tracked buffers, in torch's order."""
     handle = sandbox.construct("BatchNorm2d", channels, eps, momentum)  # positional, as the course calls it
@@ -82,6 +87,7 @@ def test_batchnorm_parameters_and_buffers(sandbox, advise, channels, eps, moment
     advise_on_repr(advise, text, what, {"num_features": channels}, ("num_features", "eps", "momentum"))
 
 
+# course: see EPS and batches (by keyword here); float64 through .double()
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, dtype=st.sampled_from(list(DTYPES)),
        seed=st.integers(0, 2**16))
 def test_batchnorm_train_mode_normalises_with_batch_statistics(sandbox, data, channels, eps, dtype, seed):
@@ -184,6 +190,7 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
                  f"num_batches_tracked after {steps} (it counts train-mode steps only)")
 
 
+# course: see EPS and batches; tests.py runs 30 train steps on one batch (momentum 0.6)
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, steps=st.integers(1, 4),
        dtype=st.sampled_from(list(DTYPES)))
 def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise, data, channels, eps, momentum, steps,
@@ -193,6 +200,7 @@ def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise,
     check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, [True] * steps, xs)
 
 
+# course: BatchNorm2d(c) with eps and momentum omitted (tests.py's BatchNorm2d(2), the ResNet's); see batches
 @given(data=st.data(), channels=st.integers(1, 3), steps=st.integers(1, 3), dtype=st.sampled_from(list(DTYPES)))
 def test_batchnorm_defaults_are_eps_1e5_momentum_01(sandbox, strict, advise, data, channels, steps, dtype):
     """BatchNorm2d(num_features) with eps and momentum omitted means eps=1e-05, momentum=0.1 (torch's defaults)."""
@@ -207,6 +215,7 @@ def test_batchnorm_defaults_are_eps_1e5_momentum_01(sandbox, strict, advise, dat
         raise
 
 
+# course: eval mode after copy_weights loaded trained buffers (num_batches_tracked an int64 count); see batches
 @given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=st.integers(0, 2**16),
        tracked=st.integers(0, 50), dtype=st.sampled_from(list(DTYPES)))
 def test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, channels, eps, momentum, seed,
@@ -241,6 +250,7 @@ def test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, d
                  f"{after[name].tolist()}): eval mode must update no buffer")
 
 
+# course: train() and eval() alternate (the trainers' epochs, tests.py's bn.eval() after training); see batches
 @given(data=st.data(), channels=st.integers(1, 3), momentum=MOMENTUM,
        modes=st.lists(st.booleans(), min_size=2, max_size=5))
 def test_batchnorm_train_and_eval_steps_interleaved(sandbox, strict, advise, data, channels, momentum, modes):

@@ -29,9 +29,12 @@ pytestmark = [area("conv"), requires("Conv2d")]
 SEEDS = st.integers(0, 2**16)
 # Layers with >= 4096 weights: a correct init puts a weight within 2% of each end of
 # its range with probability 1 - 1e-17, so the statistical checks below cannot flake.
-INIT_LAYERS = [(32, 16, 3), (16, 32, 3), (8, 24, 5), (64, 64, 1)]
+INIT_LAYERS = [(32, 16, 3), (16, 32, 3), (8, 24, 5), (64, 64, 1)]  # course: Conv2d(100, 100, 3) in tests.py
 
 
+# course: Conv2d(in_channels, out_channels, kernel_size: int, stride: int = 1, padding: int = 0), int arguments, square
+# kernel; tests.py's runs: k 1-9, stride 1-4, padding 0-4, keyword; the ResNet: Conv2d(3, 64, 7, 2, 3), 3x3 padding 1,
+# 1x1; forward (given: F.conv2d) gets (B, C, H, W), float32 (float64 here through .double()).
 @st.composite
 def conv_cases(draw, dtype: str | None = None, max_stride: int = 3):
     """(arguments, input) for one Conv2d call; the input is never smaller than the kernel."""
@@ -89,7 +92,7 @@ def check_forward(sandbox, handle, args: dict, x: torch.Tensor, how: str = "") -
 
 
 @given(in_channels=st.integers(1, 4), out_channels=st.integers(1, 4), kernel=st.integers(1, 5),
-       stride=st.integers(1, 3), padding=st.integers(0, 2))
+       stride=st.integers(1, 3), padding=st.integers(0, 2))  # course: int arguments by keyword (conv_cases)
 def test_conv2d_parameters_only_weight(sandbox, in_channels, out_channels, kernel, stride, padding):
     """Conv2d registers exactly one trainable parameter, `weight` of shape (out, in, k, k), and no bias."""
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
@@ -161,6 +164,7 @@ def test_conv2d_forward_matches_functional_conv2d(sandbox, case, seed):
     check_forward(sandbox, handle, args, x.build(), " after .double()" if x.dtype == "float64" else "")
 
 
+# course: positional Conv2d(3, 64, 7, 2, 3) in the ResNet's stem, keyword in tests.py and the template's blocks.
 @given(data=st.data(), in_channels=st.integers(1, 3), out_channels=st.integers(1, 3), kernel=st.integers(1, 3),
        stride=st.integers(1, 3), padding=st.integers(0, 2), seed=SEEDS)
 def test_conv2d_positional_and_keyword_construction(sandbox, data, in_channels, out_channels, kernel, stride,
@@ -183,6 +187,7 @@ def test_conv2d_positional_and_keyword_construction(sandbox, data, in_channels, 
             raise
 
 
+# course: stride and padding omitted in tests.py's Conv2d(4, 5, 3) and Conv2d(100, 100, 3).
 @given(data=st.data(), in_channels=st.integers(1, 3), out_channels=st.integers(1, 3), kernel=st.integers(1, 5),
        seed=SEEDS)
 def test_conv2d_defaults_are_stride_1_padding_0(sandbox, data, in_channels, out_channels, kernel, seed):
@@ -199,7 +204,7 @@ def test_conv2d_defaults_are_stride_1_padding_0(sandbox, data, in_channels, out_
 
 
 @given(data=st.data(), kernel=st.integers(1, 5), stride=st.integers(1, 4), padding=st.integers(0, 3),
-       out_channels=st.integers(1, 2))
+       out_channels=st.integers(1, 2))  # course: as conv_cases; float32 (B, 1, H, W) inputs
 def test_conv2d_output_shape(sandbox, data, kernel, stride, padding, out_channels):
     """The output is (B, out, floor((H + 2p - k) / s) + 1, floor((W + 2p - k) / s) + 1)."""
     low = max(1, kernel - 2 * padding)
@@ -236,6 +241,7 @@ def interior(y: torch.Tensor, dy: int, dx: int, shifted: bool) -> torch.Tensor:
     return y[..., rows, cols]
 
 
+# course: as conv_cases, stride 1 (int arguments by keyword, (B, C, H, W) inputs).
 @given(data=st.data(), kernel=st.integers(1, 3), padding=st.integers(0, 2), shift=st.sampled_from(SHIFTS),
        in_channels=st.integers(1, 2), out_channels=st.integers(1, 2), dtype=st.sampled_from(list(DTYPES)),
        seed=SEEDS)

@@ -26,6 +26,9 @@ pytestmark = [area("pooling")]
 DTYPE = st.sampled_from(list(DTYPES))
 
 
+# course: MaxPool2d(kernel_size, stride=None, padding=1) is given, int arguments: the template's stem writes
+# MaxPool2d(kernel_size=3, stride=2), the reference MaxPool2d(3, 2, 1); it pools (B, 64, H, W) float32 activations.
+# AveragePool gets (B, C, H, W): tests.py's (1, 2, 3, 4), the ResNet's (B, 512, 7, 7).
 @st.composite
 def pool_inputs(draw, kernel: int, padding: int, dtype: str, extra: int = 4):
     """A (B, C, H, W) input at least as large as the kernel once padded."""
@@ -67,6 +70,7 @@ def check_maxpool(sandbox, passed: dict, positional: bool, x: torch.Tensor, stri
     assert_close(out, expected, what, hint=hint)
 
 
+# course: int kernel_size, stride and padding (p <= k // 2), positional or keyword (see pool_inputs).
 @given(data=st.data(), kernel=st.integers(1, 4), positional=st.booleans(), dtype=DTYPE)
 @requires("MaxPool2d")
 def test_maxpool_forward_matches_max_pool2d(sandbox, data, kernel, positional, dtype):
@@ -79,6 +83,7 @@ def test_maxpool_forward_matches_max_pool2d(sandbox, data, kernel, positional, d
                        "as -inf (never as 0, which would beat every negative value)")
 
 
+# course: int kernel_size, stride and padding (p <= k // 2), positional or keyword (see pool_inputs).
 @given(data=st.data(), kernel=st.integers(1, 4), stride=st.integers(2, 4), positional=st.booleans(), dtype=DTYPE)
 @requires("MaxPool2d")
 @item("3")
@@ -92,6 +97,7 @@ def test_maxpool_stride_changes_output_grid(sandbox, data, kernel, stride, posit
                        "grid shrinks by that factor")
 
 
+# course: the signature's stride=None, omitted or passed (the old tests.py's test_maxpool2d_module passed stride=None).
 @given(data=st.data(), kernel=st.integers(2, 4), form=st.sampled_from(["omitted", "None positional", "None keyword"]),
        dtype=DTYPE)
 @requires("MaxPool2d")
@@ -109,6 +115,7 @@ def test_maxpool_default_stride_is_kernel_size(sandbox, data, kernel, form, dtyp
                        "the stride to 1")
 
 
+# course: padding omitted, MaxPool2d(k) or MaxPool2d(k, s) positional, as the stem's MaxPool2d(3, 2) relies on.
 @given(data=st.data(), kernel=st.integers(2, 4), stride=st.sampled_from([None, 1, 2, 3]), dtype=DTYPE)
 @requires("MaxPool2d")
 def test_maxpool_default_padding_is_one(sandbox, data, kernel, stride, dtype):
@@ -139,7 +146,7 @@ def test_averagepool_fixed_example(sandbox):
 
 
 @given(x=st.tuples(st.integers(1, 3), st.integers(1, 4), st.integers(1, 5), st.integers(1, 5))
-       .flatmap(lambda shape: tensors(shape)))
+       .flatmap(lambda shape: tensors(shape)))  # course: (B, C, H, W), see pool_inputs
 @requires("AveragePool")
 def test_averagepool_means_over_height_and_width(sandbox, x):
     """AveragePool maps (B, C, H, W) to (B, C), each value the mean of its channel's H x W map."""

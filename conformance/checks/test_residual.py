@@ -56,6 +56,9 @@ POSITIVE = [v / 2 for v in range(1, 9)]
 
 # ---- strategies ---------------------------------------------------------------------------
 
+# course: ResidualBlock(in_feats, out_feats, first_stride=1), ints: tests.py's (3, 3, 1) and (3, 4, 2), the ResNet's
+# (64, 64, 1), (64, 128, 2), ...; interface.md fixes the projection rule (in != out at stride 1 projects too) and
+# admits any small widths and strides.
 @st.composite
 def block_args(draw, kinds=KINDS):
     """(in_feats, out_feats, first_stride), covering identity, channel change, stride, and both."""
@@ -70,6 +73,8 @@ def block_args(draw, kinds=KINDS):
     return in_feats, out_feats, stride
 
 
+# course: forward gets (batch, in_feats, height, width) (its docstring): tests.py's 64x64 inputs, the ResNet's
+# activations; float32 (float64 here through .double()).
 @st.composite
 def block_inputs(draw, in_feats: int, stride: int, train: bool = False, elements=OFF_ZERO, min_size: int = 2):
     """An input (B, in_feats, H, W) with values from `elements`; in train mode every BatchNorm sees at
@@ -84,6 +89,8 @@ def block_inputs(draw, in_feats: int, stride: int, train: bool = False, elements
     return choices[index]
 
 
+# course: positional in tests.py and BlockGroup (ResidualBlock(out_feats, out_feats) omits first_stride); interface.md:
+# by keyword too.
 CONSTRUCTIONS = st.sampled_from(["positional", "keyword", "default stride"])
 
 
@@ -529,6 +536,8 @@ def test_residual_repr(sandbox):
 
 # ---- BlockGroup ---------------------------------------------------------------------------------
 
+# course: BlockGroup(n_blocks, in_feats, out_feats, first_stride=1): tests.py's (2, 3, 3, 1), (2, 3, 4, 2), (5, 3, 4, 2);
+# the ResNet's by keyword with [3, 4, 6, 3] blocks. Built positionally here; block_inputs as for a block.
 @st.composite
 def group_args(draw):
     n_blocks = draw(st.integers(1, 3), label="n_blocks")

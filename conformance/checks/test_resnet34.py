@@ -73,6 +73,9 @@ DEFAULT = Config((3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), 1000)
 GROUPS = 4  # the course only ever builds four groups; learners loop `for i in range(4)`
 
 
+# course: ResNet34(n_blocks_per_group, out_features_per_group, first_strides_per_group, n_classes), lists of four
+# ints (the defaults [3, 4, 6, 3], [64, 128, 256, 512], [1, 2, 2, 2], 1000) and n_classes 10 in feature extraction;
+# interface.md: four groups of any small widths, block counts and strides.
 @st.composite
 def configs(draw):
     """A small ResNet34 configuration of the course's four groups: every group projects or keeps its shape,
@@ -86,7 +89,7 @@ def configs(draw):
     return Config(n_blocks, widths, strides, n_classes)
 
 
-CONSTRUCTIONS = st.sampled_from(["positional", "keyword"])
+CONSTRUCTIONS = st.sampled_from(["positional", "keyword"])  # course: ResNet34() only; interface.md: both forms
 
 
 def construct(sandbox, config: Config, how: str = "positional", seed: int = 0):
@@ -274,6 +277,8 @@ def same_state(sandbox, handle, layout: NetLayout, oracle: torch.nn.Module, seed
 
 
 def images(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
+    # course: (batch, 3, 224, 224) float32 images (IMAGENET_TRANSFORM); smaller ones here, which the course's padded
+    # stem and blocks take as well (a 1x1 map stays 1x1), for speed
     gen = torch.Generator().manual_seed(seed)
     return torch.randn(batch, 3, h, w, generator=gen)
 

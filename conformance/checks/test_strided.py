@@ -31,6 +31,7 @@ from under_test.sandbox import SubmissionRaised
 pytestmark = [area("strided")]
 
 DTYPE = st.sampled_from(list(DTYPES))
+# course: pad_value: float; tests.py passes -2.0, -3.0, 0.0, -1.0, conv1d/conv2d pass 0, maxpool2d -t.inf.
 PAD_VALUES = st.one_of(half_integers, st.sampled_from([float("-inf"), float("inf")]))
 negative_halves = st.integers(-8, -1).map(lambda v: v / 2)
 # The course types pad1d's x as (batch, in_channels, width) and pad2d's as (batch, in_channels, height, width).
@@ -65,6 +66,8 @@ STRIDES_FROM_X = "read the strides from x.stride() (not from the shape): the inp
 
 # ---- as_strided exercises -----------------------------------------------------------------
 
+# course: mat: Float[Tensor, "i j"], square; tests.py's test_trace: n = 0..9, zeros, eye, randint, contiguous (the
+# views drawn here test what the exercise teaches: strides come from x.stride(); see strategies.LAYOUTS).
 @requires("as_strided_trace")
 @given(data=st.data(), n=st.integers(1, 5), dtype=DTYPE)
 def test_as_strided_trace(sandbox, data, n, dtype):
@@ -76,6 +79,8 @@ def test_as_strided_trace(sandbox, data, n, dtype):
                       + STRIDES_FROM_X)
 
 
+# course: mat: Float[Tensor, "i j"], vec: Float[Tensor, "j"]; tests.py: (3, 4) and (4,), contiguous (test_mv) and
+# as_strided views of randn(30) (test_mv2).
 @requires("as_strided_mv")
 @given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), dtype=DTYPE)
 def test_as_strided_mv(sandbox, data, i, j, dtype):
@@ -87,6 +92,8 @@ def test_as_strided_mv(sandbox, data, i, j, dtype):
                  hint="view vec as an (i, j) matrix with strides (0, vec.stride(0)); " + STRIDES_FROM_X)
 
 
+# course: matA: Float[Tensor, "i j"], matB: Float[Tensor, "j k"]; tests.py: (3, 4) @ (4, 5), contiguous (test_mm)
+# and as_strided views (test_mm2).
 @requires("as_strided_mm")
 @given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), k=st.integers(1, 4), dtype=DTYPE)
 def test_as_strided_mm(sandbox, data, i, j, k, dtype):
@@ -101,6 +108,8 @@ def test_as_strided_mm(sandbox, data, i, j, k, dtype):
 
 # ---- minimal convolutions ------------------------------------------------------------------
 
+# course: x: Float[Tensor, "width"], weights: Float[Tensor, "kernel_width"], width >= kernel_width; tests.py: w 10-29,
+# kw 1-9, float32, contiguous (as for the other minimal convolutions; views as for as_strided_trace).
 @requires("conv1d_minimal_simple")
 @given(data=st.data(), kw=st.integers(1, 4), extra=st.integers(0, 4), dtype=DTYPE)
 def test_conv1d_minimal_simple(sandbox, data, kw, extra, dtype):
@@ -115,6 +124,8 @@ def test_conv1d_minimal_simple(sandbox, data, kw, extra, dtype):
                    hint="windows are x.as_strided((ow, kw), (s, s)) with s = x.stride(0); " + STRIDES_FROM_X)
 
 
+# course: x: (batch, in_channels, width), weights: (out_channels, in_channels, kernel_width); tests.py: b 1-9, ci/co
+# 1-4, kw 1-9, float32.
 @requires("conv1d_minimal")
 @given(data=st.data(), b=st.integers(1, 3), ic=st.integers(1, 3), oc=st.integers(1, 3), kw=st.integers(1, 4),
        extra=st.integers(0, 4), dtype=DTYPE)
@@ -129,6 +140,8 @@ def test_conv1d_minimal(sandbox, data, b, ic, oc, kw, extra, dtype):
                    hint="output (b, oc, ow); sum over ic and kw; " + STRIDES_FROM_X)
 
 
+# course: x: (batch, in_channels, height, width), weights: (out_channels, in_channels, kernel_height, kernel_width);
+# tests.py: non-square kernels 1-9, float64.
 @requires("conv2d_minimal")
 @given(data=st.data(), b=st.integers(1, 2), ic=st.integers(1, 3), oc=st.integers(1, 3), kh=st.integers(1, 3),
        kw=st.integers(1, 3), extra_h=st.integers(0, 3), extra_w=st.integers(0, 3), dtype=DTYPE)
@@ -145,6 +158,8 @@ def test_conv2d_minimal(sandbox, data, b, ic, oc, kh, kw, extra_h, extra_w, dtyp
 
 # ---- padding --------------------------------------------------------------------------------
 
+# course: pad1d(x (batch, in_channels, width), left: int, right: int, pad_value: float): tests.py passes them
+# positionally on (1, 1, 4) and (1, 2, 2), conv1d by keyword (its padding as left and right).
 @requires("pad1d")
 @given(data=st.data(), lead=BATCH_AND_CHANNELS, w=st.integers(1, 5),
        left=st.integers(0, 3), right=st.integers(0, 3), pad_value=PAD_VALUES, dtype=DTYPE)
@@ -161,6 +176,8 @@ def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
                  "device, then copy x into out[..., left:left + w]")
 
 
+# course: pad2d(x (batch, in_channels, height, width), left, right, top, bottom: int, pad_value: float): tests.py
+# passes them positionally on (1, 1, 2, 2) and (1, 2, 2, 1), conv2d and maxpool2d by keyword (float64 from conv2d).
 @requires("pad2d")
 @given(data=st.data(), lead=BATCH_AND_CHANNELS, h=st.integers(1, 4), w=st.integers(1, 4),
        left=st.integers(0, 3), right=st.integers(0, 3), top=st.integers(0, 3), bottom=st.integers(0, 3),
@@ -183,6 +200,8 @@ def test_pad2d(sandbox, data, lead, h, w, left, right, top, bottom, pad_value, d
 
 # ---- conv1d -----------------------------------------------------------------------------------
 
+# course: conv1d(x (batch, in_channels, width), weights, stride: int = 1, padding: int = 0); tests.py passes stride
+# 1-4 and padding 0-4 by keyword (numpy ints from np.random.randint; Python ints here), float32.
 @st.composite
 def conv1d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_windows: int = 1):
     """x (b, ic, w), weights (oc, ic, kw), stride, padding; w + 2p >= kw + (min_windows - 1) * stride."""
@@ -225,6 +244,8 @@ def test_conv1d_stride_changes_output_grid(sandbox, case):
 
 # ---- conv2d -----------------------------------------------------------------------------------
 
+# course: conv2d(x, weights, stride: IntOrPair = 1, padding: IntOrPair = 0): an int or a pair (the hint); tests.py
+# passes tuples of np.int64 by keyword, non-square kernels, float64. Forms: `PAIR_FORMS`.
 @st.composite
 def conv2d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_windows: int = 1):
     """x (b, ic, h, w), weights (oc, ic, kh, kw) and stride/padding as passed; valid by construction."""
@@ -281,6 +302,8 @@ def test_conv2d_stride_changes_output_grid(sandbox, case):
 
 # ---- maxpool2d --------------------------------------------------------------------------------
 
+# course: maxpool2d(x, kernel_size: IntOrPair, stride: IntOrPair | None = None, padding: IntOrPair = 0); tests.py
+# passes the kernel positionally, stride (None or a pair) and padding (p <= k // 2) by keyword, all np.int64 tuples.
 @st.composite
 def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddings=(0, None), min_windows=1,
                   elements=half_integers):
@@ -369,7 +392,10 @@ NO_AS_STRIDED_NEEDED = {"pad1d", "pad2d"}
 
 
 def ops_inputs(name: str) -> tuple[tuple, dict]:
-    """Small valid float64 arguments for each from-scratch function (stride and padding > 0 where taken)."""
+    """Small valid float64 arguments for each from-scratch function (stride and padding > 0 where taken).
+
+    Ranks and argument forms within the course's API, as the strategies above state them (int-or-pair as ints).
+    """
     gen = torch.Generator().manual_seed(0)
 
     def r(*shape):
