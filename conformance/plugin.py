@@ -357,9 +357,9 @@ def _deferred(config: pytest.Config) -> None:
 
     for entry in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
         judge(*entry, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
-    areas = cleared_areas(config)  # waits for the earlier areas' harness to end
-    for item, request, funcargs in deferred:
-        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, areas))
+    cleared_areas(config)  # waits for the earlier areas' harness to end
+    for item, request, funcargs in deferred:  # in the areas' order, each knowing how the checks before it ended
+        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, cleared_areas(config)))
         failed = config.stash[_RESULTS][item.nodeid]
         total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
                  for key, value in spent[item.nodeid].items()}

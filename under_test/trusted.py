@@ -193,7 +193,8 @@ class Adopted(nn.Module):
                     setattr(self, key, value)
             mine, ours = list(theirs.named_children()), list(self.named_children())
             if len(mine) == len(ours):
-                aliases = {their: our for (their, _), (our, _) in zip(mine, ours) if their != our}
+                own = {name for name, _ in ours}
+                aliases = {their: our for (their, _), (our, _) in zip(mine, ours) if their not in own}
         except Exception:  # noqa: BLE001 - their constructor is theirs: without it, the trusted names only
             pass
         object.__setattr__(self, "_aliases", aliases)

@@ -186,6 +186,9 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
         break
     else:
         raise errors[0]
+    if "num_batches_tracked" not in entries:
+        fail(f"BatchNorm2d has no num_batches_tracked buffer after {steps}: register its buffers with register_buffer "
+             "(running_mean, running_var, and num_batches_tracked = t.tensor(0), counting train-mode steps)")
     assert_equal(int(entries["num_batches_tracked"].tensor), sum(modes),
                  f"num_batches_tracked after {steps} (it counts train-mode steps only)")
 
