@@ -3,11 +3,12 @@
 A check of a composite area (a residual block, ResNet34, the weight copy, feature extraction;
 a Conv2d or MaxPool2d built on the learner's own conv2d / maxpool2d) that fails is graded
 again in a fresh sandbox worker where the submission's own parts (`areas.COMPOSITES`, those
-it defines itself, found by name wherever its code refers to them) whose own area failed are
-replaced by trusted ones (`under_test.trusted`): all together, then each alone, leaves first,
-to name the culprit. If it passes then, the composite is right: the check passes with an
-advisory naming the part whose bug it inherits and that part's area, where the bug is
-charged. A part whose own area passed is never blamed: its bug would then be charged nowhere.
+it defines itself, found by name wherever its code refers to them) that an area judging them
+(`areas.PARTS`) has not cleared are replaced by trusted ones (`under_test.trusted`): all
+together, then each alone, leaves first, to name the culprit. If it passes then, the composite
+is right: the check passes with an advisory naming the part whose bug it inherits and the area
+where that bug is charged. A part every judging area passed is never blamed: its bug would then
+be charged nowhere.
 """
 
 from __future__ import annotations
@@ -126,13 +127,10 @@ def culprits(item: pytest.Item, cleared: set[str]) -> dict[str, str]:
     if not suspects:
         return {}
     names = list(suspects)
-    if passes_with(item, names):
-        if len(names) == 1:
-            return suspects
-        return next(({name: suspects[name]} for name in names if passes_with(item, [name])), suspects)
+    together = passes_with(item, names)
     if len(names) == 1:
-        return {}
-    return next(({name: suspects[name]} for name in names if passes_with(item, [name])), {})
+        return suspects if together else {}
+    return next(({name: suspects[name]} for name in names if passes_with(item, [name])), suspects if together else {})
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
