@@ -310,7 +310,7 @@ def pytest_runtest_call(item: pytest.Item):
             # Judged after the last check (`_deferred`), with what pytest takes from a check once it has run.
             item.config.stash.setdefault(_DEFERRED, []).append((item, item._request, dict(item.funcargs)))
             raise
-        blocks = rootcause.culprits(item, cleared_areas(item.config))
+        blocks = rootcause.culprits(item, *area_verdicts(item.config))
         if not blocks:
             raise
         item.user_properties.append(("advisory", rootcause.advisory(item, blocks)))
@@ -357,9 +357,9 @@ def _deferred(config: pytest.Config) -> None:
 
     for entry in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
         judge(*entry, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
-    cleared_areas(config)  # waits for the earlier areas' harness to end
+    area_verdicts(config)  # waits for the earlier areas' harness to end
     for item, request, funcargs in deferred:  # in the areas' order, each knowing how the checks before it ended
-        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, cleared_areas(config)))
+        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, *area_verdicts(config)))
         failed = config.stash[_RESULTS][item.nodeid]
         total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
                  for key, value in spent[item.nodeid].items()}
@@ -370,9 +370,10 @@ def _deferred(config: pytest.Config) -> None:
     _write(config)
 
 
-def cleared_areas(config: pytest.Config) -> set[str]:
-    """The areas graded so far without a failure, the earlier areas graded by another harness included (waiting for
-    its end): the same set whether `grade` ran the submission in one harness or two."""
+def area_verdicts(config: pytest.Config) -> tuple[set[str], set[str]]:
+    """The areas graded so far without a failure (cleared), and those with a failed check (failed), the earlier areas
+    graded by another harness included (waiting for its end): the same sets whether `grade` ran the submission in
+    one harness or two."""
     entries = list(config.stash[_RESULTS].values())
     earlier = config.getoption("earlier_areas_json", None)
     if earlier:
@@ -384,7 +385,8 @@ def cleared_areas(config: pytest.Config) -> set[str]:
         except (OSError, ValueError):
             pass
     graded = {e.get("area") for e in entries if e.get("outcome") not in ("pending", None)}
-    return graded - {e.get("area") for e in entries if e.get("outcome") in ("failed", "pending")}
+    failed = {e.get("area") for e in entries if e.get("outcome") == "failed"}
+    return graded - failed - {e.get("area") for e in entries if e.get("outcome") == "pending"}, failed
 
 
 def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:

@@ -112,25 +112,33 @@ def charged_area(item: pytest.Item, name: str, cleared: set[str]) -> str | None:
     return next((a for a in PARTS[name] if a != area_of(item) and a not in cleared), None)
 
 
-def culprits(item: pytest.Item, cleared: set[str]) -> dict[str, str]:
+def culprits(item: pytest.Item, cleared: set[str], failed: set[str] = frozenset()) -> dict[str, str]:
     """The parts whose replacement makes the failed check pass, each with the area charged with its bug (empty: the
     composite is at fault).
 
     Only suspects are replaced: the submission's own parts with an area judging them that has not been cleared
     (`cleared`: the areas graded in this run without a failure), so that in a full grade a bug is always charged
-    somewhere, and a run of one area still learns where the bug is. All of them together first; if that suffices,
-    each alone, leaves first: the first that suffices alone is named, else the suspects together. If together
-    they do not suffice, each alone still may (a lent composite is whole: a trusted ResNet34 does not need the
-    submission's blocks).
+    somewhere, and a run of one area still learns where the bug is. A suspect whose area has failed in this run
+    (`failed`) is the likeliest culprit: each such is tried alone first, leaves first, and the first that suffices
+    is named. Then all the suspects together; if that suffices, each other suspect alone, leaves first: the first
+    that suffices alone is named, else the suspects together. If together they do not suffice, a composite alone
+    still may (a lent composite is whole: a trusted ResNet34 does not need the submission's blocks); a building
+    block alone does not, where all of them together did not.
     """
     suspects = {name: area for name in own_blocks(item) if (area := charged_area(item, name, cleared))}
-    if not suspects:
+    shown = [name for name, area in suspects.items() if area in failed]
+    named = next((name for name in shown if passes_with(item, [name])), None)
+    if named is not None:
+        return {named: suspects[named]}
+    if not suspects or (len(suspects) == 1 and shown):
         return {}
     names = list(suspects)
     together = passes_with(item, names)
     if len(names) == 1:
         return suspects if together else {}
-    return next(({name: suspects[name]} for name in names if passes_with(item, [name])), suspects if together else {})
+    alone = (name for name in names if name not in shown and (together or name not in BUILDING_BLOCKS)
+             and passes_with(item, [name]))
+    return next(({name: suspects[name]} for name in alone), suspects if together else {})
 
 
 def speculate(item: pytest.Item, known: Callable[[], bool]) -> None:
