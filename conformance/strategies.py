@@ -68,6 +68,11 @@ def make_tensor(values: np.ndarray, dtype: torch.dtype, layout: str = "contiguou
 half_integers = st.integers(-8, 8).map(lambda v: v / 2)  # course: randn / arange values; these are exact
 
 
+def exact_values(shape: tuple[int, ...]) -> np.ndarray:
+    """Fixed half-integers of both signs in `shape`, for an explicit example (the course's randn inputs stand-in)."""
+    return (np.arange(int(np.prod(shape)), dtype=np.float64) % 17 / 2 - 4).reshape(shape)
+
+
 def arrays(shape: tuple[int, ...], elements: st.SearchStrategy[float] = half_integers) -> st.SearchStrategy:
     return hnp.arrays(np.float64, shape, elements=elements)
 

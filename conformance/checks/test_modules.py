@@ -22,9 +22,10 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.areas import area, requires
+from conformance.course import probes
 from conformance.compare import CheckFailure, assert_close, assert_equal, fail, tensor_of
 from conformance.probing import advise_on_repr, describe_state, load_state, printable, state_entries, state_tensors
-from conformance.strategies import DTYPES, TensorCase, arrays, tensors
+from conformance.strategies import DTYPES, TensorCase, arrays, exact_values, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("modules")]
@@ -54,6 +55,7 @@ ZERO_DIM = ("ReLU does not return torch.relu(x) for a 0-dim x (a scalar tensor):
 
 
 @requires("ReLU")
+@probes(lambda p: {"x": TensorCase(exact_values(p["shape"]))})
 @given(x=RELU_INPUTS)
 def test_relu_values(sandbox, advise, x):
     """ReLU()(x) equals torch.relu(x) for tensors of rank >= 1, any dtype and memory layout (0-dim: advised on)."""
@@ -150,6 +152,7 @@ def linear_calls(draw, n_in=st.integers(1, 4), n_out=st.integers(1, 4)) -> Linea
 
 
 @requires("Linear")
+@probes(lambda p: {"call": LinearCall(p["n_in"], p["n_out"], True, "defaults")})
 @given(call=linear_calls())
 def test_linear_parameters(sandbox, call):
     """weight (out, in) then bias (out,) are trainable parameters; with bias=False, bias is None and unregistered."""
@@ -175,16 +178,49 @@ def test_linear_parameters(sandbox, call):
 
 # course: forward's hint is Float[Tensor, "... in_feats"] -> "... out_feats" (docstring "(*, in_features)"): any
 # number of leading dims (0 to 3 here); tests.py feeds (10, 512), SimpleMLP (B, 784) and (B, 100), the ResNet (B, 512).
+@dataclass(frozen=True)
+class LinearCase:
+    """One Linear forward: how it is built, the weights loaded into it, and its input."""
+
+    call: LinearCall
+    weight: np.ndarray
+    bias: np.ndarray | None
+    x: TensorCase
+
+    @property
+    def lead(self) -> tuple[int, ...]:
+        return self.x.shape[:-1]
+
+
+@st.composite
+def linear_cases(draw) -> LinearCase:
+    call = draw(linear_calls(), label="call")
+    lead = draw(shapes(0, 3), label="lead")
+    dtype = draw(st.sampled_from(list(DTYPES)), label="dtype")
+    weight = draw(arrays((call.n_out, call.n_in)), label="weight")
+    bias = draw(arrays((call.n_out,)), label="bias") if call.bias else None
+    return LinearCase(call, weight, bias, draw(tensors((*lead, call.n_in), dtype=dtype), label="x"))
+
+
+def course_linear(probe: dict) -> dict:
+    """Linear(512, 64[, bias=False]) on rand(10, 512), the course's weights replaced by known ones."""
+    n_in, n_out = probe["n_in"], probe["n_out"]
+    call = LinearCall(n_in, n_out, probe["bias"], "defaults" if probe["bias"] else "keyword")
+    weight = exact_values((n_out, n_in)) / 8
+    bias = exact_values((n_out,)) if probe["bias"] else None
+    return {"case": LinearCase(call, weight, bias, TensorCase(exact_values((*probe["lead"], n_in))))}
+
+
 @requires("Linear")
-@given(data=st.data(), call=linear_calls(), lead=shapes(0, 3), dtype=st.sampled_from(list(DTYPES)))
-def test_linear_forward(sandbox, data, call, lead, dtype):
+@probes(course_linear)
+@given(case=linear_cases())
+def test_linear_forward(sandbox, case):
     """Linear maps (*, in_features) to (*, out_features) as x @ weight.T + bias, with matching gradients."""
+    call, lead, x, dtype = case.call, case.lead, case.x, case.x.dtype
     dt = DTYPES[dtype]
-    weight = torch.tensor(data.draw(arrays((call.n_out, call.n_in)), label="weight"), dtype=dt)
-    state = {"weight": weight}
-    if call.bias:
-        state["bias"] = torch.tensor(data.draw(arrays((call.n_out,)), label="bias"), dtype=dt)
-    x = data.draw(tensors((*lead, call.n_in), dtype=dtype), label="x")
+    state = {"weight": torch.tensor(case.weight, dtype=dt)}
+    if case.bias is not None:
+        state["bias"] = torch.tensor(case.bias, dtype=dt)
     handle = sandbox.construct("Linear", *call.args, **call.kwargs)
     if dtype == "float64":
         sandbox.method(handle, "double")
@@ -296,10 +332,12 @@ class FlattenCall:
 
     @property
     def args(self) -> tuple:
-        return {"defaults": (), "positional": (self.start, self.end), "keyword": ()}[self.form]
+        return {"defaults": (), "positional": (self.start, self.end), "keyword": (), "start keyword": ()}[self.form]
 
     @property
     def kwargs(self) -> dict:
+        if self.form == "start keyword":  # end_dim omitted: its default, -1
+            return {"start_dim": self.start}
         return {"start_dim": self.start, "end_dim": self.end} if self.form == "keyword" else {}
 
     def __repr__(self) -> str:
@@ -337,7 +375,16 @@ TRANSPOSED_BATCH = (FlattenCall(4, 1, -1, "defaults"),
                     TensorCase(np.arange(18.0).reshape(2, 1, 3, 3) / 2 - 4, "float32", "transposed"))
 
 
+def course_flatten(probe: dict) -> dict:
+    """The course's Flatten(start_dim=..., end_dim=...) calls, by keyword, on a (2, 3, 4) input."""
+    ndim = len(probe["shape"])
+    form = "keyword" if "end_dim" in probe else "start keyword"
+    call = FlattenCall(ndim, probe["start_dim"], probe.get("end_dim", -1), form)
+    return {"case": (call, TensorCase(exact_values(probe["shape"])))}
+
+
 @requires("Flatten")
+@probes(course_flatten)
 @example(case=TRANSPOSED_BATCH)
 @given(case=flatten_cases())
 def test_flatten_values(sandbox, case):
@@ -560,6 +607,7 @@ def mnist_input(shape, seed: int, dtype: str) -> torch.Tensor:
 
 
 @requires("SimpleMLP")
+@probes(lambda p: {"case": (p["shape"], 0, "float32")})
 @given(case=mnist_batches())
 def test_simple_mlp_returns_logits(sandbox, case):
     """SimpleMLP(x) for (B, 28, 28) or (B, 1, 28, 28) images is linear2(relu(linear1(flatten(x)))): raw logits."""

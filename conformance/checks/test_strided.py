@@ -20,12 +20,13 @@ import re
 import pytest
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
-from conformance.strategies import DTYPES, IntOrPair, half_integers, int_or_pair, passed_as, tensors
+from conformance.course import probes
+from conformance.strategies import DTYPES, PAIR_FORMS, IntOrPair, exact_values, half_integers, int_or_pair, passed_as, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("strided")]
@@ -217,15 +218,41 @@ def conv1d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_
     return x, weights, stride, padding
 
 
-def check_conv1d(sandbox, x, weights, stride, padding, hint):
-    got = sandbox.call("conv1d", x, weights, stride=stride, padding=padding)
+def passed(omitted: tuple[str, ...], **arguments) -> dict:
+    """The keyword arguments of a call that leaves out `omitted` (each at its default, the course's signature's)."""
+    return {name: value for name, value in arguments.items() if name not in omitted}
+
+
+def shown(arguments: dict) -> str:
+    return "".join(f", {name}={value!r}" for name, value in arguments.items())
+
+
+def check_conv1d(sandbox, x, weights, stride, padding, omitted=(), *, hint):
+    kwargs = passed(omitted, stride=stride, padding=padding)
+    got = sandbox.call("conv1d", x, weights, **kwargs)
     w, kw = x.shape[-1], weights.shape[-1]
+    default = f" ({' and '.join(omitted)} left out: the signature's defaults are stride=1, padding=0)" if omitted else ""
     checked_output(got, F.conv1d(x, weights, stride=stride, padding=padding),
-                   f"conv1d(x, weights, stride={stride}, padding={padding}) with x {describe(x)}, "
+                   f"conv1d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw, stride, padding)], hint=hint)
 
 
+def course_conv1d(probe: dict) -> dict:
+    """tests.py's test_conv1d: float32, stride and padding by keyword."""
+    x = torch.tensor(exact_values((probe["batch"], probe["in_channels"], probe["width"])), dtype=torch.float32)
+    weights = torch.tensor(exact_values((probe["out_channels"], probe["in_channels"], probe["kernel"])),
+                           dtype=torch.float32)
+    return {"case": (x, weights, probe["stride"], probe["padding"])}
+
+
+# Defaults by omission: conv1d(x, weights), the signature's stride=1 and padding=0.
+CONV1D_DEFAULTS = course_conv1d({"batch": 2, "in_channels": 2, "out_channels": 3, "width": 7, "kernel": 3,
+                                 "stride": 1, "padding": 0})["case"] + (("stride", "padding"),)
+
+
 @requires("conv1d")
+@probes(course_conv1d)
+@example(case=CONV1D_DEFAULTS)
 @given(case=conv1d_cases(strides=(1, 3), paddings=(0, 2)))
 def test_conv1d(sandbox, case):
     """conv1d(x, weights, stride, padding) equals F.conv1d (bias-free) for strides 1-3 and paddings 0-2."""
@@ -268,20 +295,38 @@ PAIR_HINT = ("an int-or-pair argument is an int (the same on both axes) or a tup
              "force_pair before unpacking it")
 
 
-def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, hint):
+def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, omitted=(), *, hint):
+    kwargs = passed(omitted, stride=stride, padding=padding)
     try:
-        got = sandbox.call("conv2d", x, weights, stride=stride.passed, padding=padding.passed)
+        got = sandbox.call("conv2d", x, weights, **{name: value.passed for name, value in kwargs.items()})
     except SubmissionRaised as error:
-        error.add_note(f"conv2d was called with stride={stride!r}, padding={padding!r}: {PAIR_HINT}")
+        error.add_note(f"conv2d was called as conv2d(x, weights{shown(kwargs)}): {PAIR_HINT}")
         raise
     formulas = [axis_formula(name, x.shape[2 + a], weights.shape[2 + a], stride.pair[a], padding.pair[a])
                 for a, name in enumerate("hw")]
+    default = f" ({' and '.join(omitted)} left out: the signature's defaults are stride=1, padding=0)" if omitted else ""
     checked_output(got, F.conv2d(x, weights, stride=stride.pair, padding=padding.pair),
-                   f"conv2d(x, weights, stride={stride!r}, padding={padding!r}) with x {describe(x)}, "
+                   f"conv2d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", formulas, hint=hint)
 
 
+def course_conv2d(probe: dict) -> dict:
+    """tests.py's test_conv2d: float64, stride and padding tuples of np.int64 by keyword, a non-square kernel."""
+    x = torch.tensor(exact_values((probe["batch"], probe["in_channels"], *probe["size"])), dtype=torch.float64)
+    weights = torch.tensor(exact_values((probe["out_channels"], probe["in_channels"], *probe["kernel"])),
+                           dtype=torch.float64)
+    as_passed = [IntOrPair(PAIR_FORMS["numpy tuple"](*probe[name]), tuple(probe[name])) for name in ("stride", "padding")]
+    return {"case": (x, weights, *as_passed)}
+
+
+# Defaults by omission: conv2d(x, weights), the signature's stride=1 and padding=0.
+CONV2D_DEFAULTS = course_conv2d({"batch": 2, "in_channels": 2, "out_channels": 3, "size": (5, 6), "kernel": (2, 3),
+                                 "stride": (1, 1), "padding": (0, 0)})["case"] + (("stride", "padding"),)
+
+
 @requires("conv2d")
+@probes(course_conv2d)
+@example(case=CONV2D_DEFAULTS)
 @given(case=conv2d_cases(strides=(1, 3), paddings=(0, 2)))
 def test_conv2d(sandbox, case):
     """conv2d(x, weights, stride, padding) equals F.conv2d; stride and padding an int or a pair."""
@@ -329,25 +374,43 @@ def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddin
     return x, kernel, stride, padding
 
 
-def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, hint,
+def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, omitted=(), *, hint,
                     omit_stride=False):
-    kwargs = {} if omit_stride else {"stride": None if stride is None else stride.passed}
+    omitted = (*omitted, "stride") if omit_stride else tuple(omitted)
+    kwargs = passed(omitted, stride=stride, padding=padding)
     try:
-        got = sandbox.call("maxpool2d", x, kernel.passed, padding=padding.passed, **kwargs)
+        got = sandbox.call("maxpool2d", x, kernel.passed,
+                           **{name: None if value is None else value.passed for name, value in kwargs.items()})
     except SubmissionRaised as error:
-        error.add_note(f"maxpool2d was called with kernel_size={kernel!r}, padding={padding!r}"
-                       + ("" if omit_stride else f", stride={stride!r}") + f": {PAIR_HINT}")
+        error.add_note(f"maxpool2d was called as maxpool2d(x, {kernel!r}{shown(kwargs)}): {PAIR_HINT}")
         raise
     step = kernel.pair if stride is None else stride.pair
     formulas = [axis_formula(name, x.shape[2 + a], kernel.pair[a], step[a], padding.pair[a])
                 for a, name in enumerate("hw")]
-    shown = "" if omit_stride else f", stride={stride!r}"
+    default = (f" ({' and '.join(omitted)} left out: the signature's defaults are stride=None (the kernel size), "
+               "padding=0)") if omitted else ""
     expected = F.max_pool2d(x, kernel.pair, stride=step, padding=padding.pair)
-    checked_output(got, expected, f"maxpool2d(x, kernel_size={kernel!r}{shown}, padding={padding!r}) with x "
+    checked_output(got, expected, f"maxpool2d(x, kernel_size={kernel!r}{shown(kwargs)}){default} with x "
                    f"{describe(x)}", formulas, hint=hint)
 
 
+def course_maxpool2d(probe: dict) -> dict:
+    """tests.py's test_maxpool2d: float32, the kernel a tuple of np.int64, stride None or a tuple, padding a tuple."""
+    x = torch.tensor(exact_values((probe["batch"], probe["channels"], *probe["size"])), dtype=torch.float32)
+    kernel, stride, padding = (None if probe[name] is None else
+                               IntOrPair(PAIR_FORMS["numpy tuple"](*probe[name]), tuple(probe[name]))
+                               for name in ("kernel", "stride", "padding"))
+    return {"case": (x, kernel, stride, padding)}
+
+
+# Defaults by omission: maxpool2d(x, kernel_size), the signature's stride=None (the kernel size) and padding=0.
+MAXPOOL2D_DEFAULTS = course_maxpool2d({"batch": 2, "channels": 2, "size": (6, 7), "kernel": (2, 3), "stride": None,
+                                       "padding": (0, 0)})["case"] + (("stride", "padding"),)
+
+
 @requires("maxpool2d")
+@probes(course_maxpool2d)
+@example(case=MAXPOOL2D_DEFAULTS)
 @given(case=maxpool_cases())
 def test_maxpool2d(sandbox, case):
     """maxpool2d(x, kernel_size, stride, padding) equals F.max_pool2d; int or pair arguments."""
