@@ -74,6 +74,11 @@ _BATCHNORM = (
 )
 
 _POOLING = (
+    # The ARENA_2.0-era test of a learner-written MaxPool2d: b 1-9, c 1-19, h/w 10-49, k 1-9, padding <= k // 2 (the
+    # check's stride is 1; other strides: test_maxpool_stride_changes_output_grid).
+    CourseTest("test_maxpool2d_module", "MaxPool2d", {"test_maxpool_forward_matches_max_pool2d": (
+        {"batch": 1, "channels": 1, "size": (10, 12), "kernel": 9, "padding": 4},
+        {"batch": 2, "channels": 3, "size": (11, 10), "kernel": 2, "padding": 1})}),
     CourseTest("test_averagepool", "AveragePool", {"test_averagepool_fixed_example": ()},
                why="arange(24).view(1, 2, 3, 4) gives [[5.5, 17.5]], the course's one example"),
 )
@@ -84,7 +89,7 @@ _RESIDUAL = (
                {"test_residual_projection_rule": ({"in_feats": 3, "out_feats": 3, "first_stride": 1},
                                                   {"in_feats": 3, "out_feats": 4, "first_stride": 2})}),
     CourseTest("test_block_group", "BlockGroup",
-               {"test_blockgroup_forward_matches_torchvision": (
+               {"test_blockgroup_only_first_block_strides_and_projects": (
                    {"n_blocks": 2, "in_feats": 3, "out_feats": 3, "first_stride": 1},
                    {"n_blocks": 2, "in_feats": 3, "out_feats": 4, "first_stride": 2},
                    {"n_blocks": 5, "in_feats": 3, "out_feats": 4, "first_stride": 2})}),
@@ -97,6 +102,31 @@ _FEATURE_EXTRACTION = (
 )
 
 _STRIDED = (
+    CourseTest("test_trace", "as_strided_trace",  # n = 0..9: zeros, eye and randint(0, 10) matrices, float32
+               {"test_as_strided_trace": tuple({"n": n, "kind": kind} for n in (0, 1, 2, 9)
+                                               for kind in ("zeros", "eye", "randint"))}),
+    CourseTest("test_mv", "as_strided_mv", {"test_as_strided_mv": ({"mat": (3, 4), "vec": (4,)},)}),
+    CourseTest("test_mv2", "as_strided_mv",  # views of one randn(30)
+               {"test_as_strided_mv": ({"mat": {"size": (3, 4), "stride": (2, 4), "offset": 8},
+                                        "vec": {"size": (4,), "stride": (3,), "offset": 8}},)}),
+    CourseTest("test_mm", "as_strided_mm", {"test_as_strided_mm": ({"matA": (3, 4), "matB": (4, 5)},)}),
+    CourseTest("test_mm2", "as_strided_mm",  # views of one randn(30)
+               {"test_as_strided_mm": ({"matA": {"size": (3, 4), "stride": (2, 4), "offset": 8},
+                                        "matB": {"size": (4, 5), "stride": (3, 2), "offset": 8}},)}),
+    CourseTest("test_conv1d_minimal_simple", "conv1d_minimal_simple",  # w 10-29, kw 1-9, float32
+               {"test_conv1d_minimal_simple": ({"x": (10,), "weights": (9,)}, {"x": (29,), "weights": (1,)})}),
+    CourseTest("test_conv1d_minimal", "conv1d_minimal",  # b 1-9, ci/co 1-4, w 10-29, kw 1-9, float32
+               {"test_conv1d_minimal": ({"x": (1, 1, 10), "weights": (1, 1, 9)},
+                                        {"x": (9, 4, 29), "weights": (4, 4, 1)})}),
+    CourseTest("test_conv2d_minimal", "conv2d_minimal",  # b 1-9, ci/co 1-19, h/w 10-299, k 1-9 (not square), float64
+               {"test_conv2d_minimal": ({"x": (1, 1, 10, 12), "weights": (1, 1, 9, 1)},
+                                        {"x": (2, 3, 11, 10), "weights": (2, 3, 1, 9)})}),
+    CourseTest("test_pad1d", "pad1d",  # arange(4).float().view(1, 1, 4)
+               {"test_pad1d": ({"shape": (1, 1, 4), "args": (1, 3, -2.0)}, {"shape": (1, 1, 4), "args": (1, 0, -2.0)})}),
+    CourseTest("test_pad1d_multi_channel", "pad1d", {"test_pad1d": ({"shape": (1, 2, 2), "args": (0, 2, -3.0)},)}),
+    CourseTest("test_pad2d", "pad2d", {"test_pad2d": ({"shape": (1, 1, 2, 2), "args": (0, 1, 2, 3, 0.0)},)}),
+    CourseTest("test_pad2d_multi_channel", "pad2d",
+               {"test_pad2d": ({"shape": (1, 2, 2, 1), "args": (1, 0, 0, 1, -1.0)},)}),
     CourseTest("test_conv1d", "conv1d", {"test_conv1d": (  # b 1-9, ci/co 1-19, k 1-9, stride 1-4, padding 0-4
         {"batch": 1, "in_channels": 1, "out_channels": 1, "width": 10, "kernel": 9, "stride": 4, "padding": 4},
         {"batch": 2, "in_channels": 3, "out_channels": 2, "width": 11, "kernel": 1, "stride": 1, "padding": 0})}),

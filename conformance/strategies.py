@@ -46,6 +46,29 @@ class TensorCase:
         return make_tensor(self.values, DTYPES[self.dtype], self.layout)
 
 
+@dataclass(frozen=True)
+class ViewCase:
+    """A view into a 1-D base tensor, as `base.as_strided(size, stride, offset)` makes it (tests.py's test_mv2 and
+    test_mm2 feed such views of one randn(30))."""
+
+    base: np.ndarray
+    size: tuple[int, ...]
+    stride: tuple[int, ...]
+    offset: int
+    dtype: str = "float32"
+
+    def __repr__(self) -> str:
+        return f"ViewCase(base of {len(self.base)}, size={self.size}, stride={self.stride}, offset={self.offset})"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.size
+
+    def build(self) -> torch.Tensor:
+        base = torch.tensor(np.asarray(self.base, dtype=np.float64), dtype=DTYPES[self.dtype])
+        return base.as_strided(self.size, self.stride, self.offset)
+
+
 def make_tensor(values: np.ndarray, dtype: torch.dtype, layout: str = "contiguous") -> torch.Tensor:
     """A tensor with exactly `values`, laid out in memory as `layout` says."""
     base = torch.tensor(np.asarray(values, dtype=np.float64), dtype=dtype)

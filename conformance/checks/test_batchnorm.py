@@ -9,16 +9,20 @@ accepted with an advisory, PyTorch's only under --strict.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, tensor_of
+from conformance.course import probes
 from conformance.probing import (
     advise_on_repr, describe_state, load_state, printable, set_mode, state_entries, state_tensors,
 )
-from conformance.strategies import DTYPES, tensors
+from conformance.strategies import DTYPES, TensorCase, tensors
 
 pytestmark = [area("batchnorm"), requires("BatchNorm2d")]
 
@@ -61,6 +65,7 @@ def make_pair(sandbox, channels, eps, momentum, dtype, state=None):
     return handle, oracle
 
 
+@probes(lambda p: {"channels": p["num_features"], "eps": 1e-5, "momentum": 0.1})
 @given(channels=st.integers(1, 4), eps=EPS, momentum=MOMENTUM)  # course: see EPS; positional here
 def test_batchnorm_parameters_and_buffers(sandbox, advise, channels, eps, momentum):
     """weight/bias are parameters, running_mean/running_var/num_batches_tracked buffers, in torch's order."""
@@ -193,14 +198,38 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
                  f"num_batches_tracked after {steps} (it counts train-mode steps only)")
 
 
-# course: see EPS and batches; tests.py runs 30 train steps on one batch (momentum 0.6)
-@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, steps=st.integers(1, 4),
-       dtype=st.sampled_from(list(DTYPES)))
-def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise, data, channels, eps, momentum, steps,
-                                              dtype):
+@dataclass(frozen=True)
+class TrainSteps:
+    """BatchNorm2d(channels, eps=eps, momentum=momentum) run in train mode on each of `xs`, in turn."""
+
+    channels: int
+    eps: float
+    momentum: float
+    dtype: str
+    xs: tuple[TensorCase, ...]
+
+
+# course: see EPS and batches
+@st.composite
+def train_steps(draw) -> TrainSteps:
+    channels, eps, momentum = draw(st.integers(1, 3), label="channels"), draw(EPS, label="eps"), draw(MOMENTUM, label="momentum")
+    dtype = draw(st.sampled_from(list(DTYPES)), label="dtype")
+    steps = draw(st.integers(1, 4), label="steps")
+    return TrainSteps(channels, eps, momentum, dtype, tuple(draw(batches(channels, dtype, n=steps), label="batches")))
+
+
+def course_running_mean(probe: dict) -> dict:
+    """tests.py's test_batchnorm2d_running_mean: the same batch, arange(12).view(2, 3, 2, 1), `steps` times."""
+    x = TensorCase(np.arange(12.0).reshape(2, probe["num_features"], 2, 1))
+    return {"case": TrainSteps(probe["num_features"], 1e-5, probe["momentum"], "float32", (x,) * probe["steps"])}
+
+
+@probes(course_running_mean)
+@given(case=train_steps())
+def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise, case):
     """After k train steps the running buffers match nn.BatchNorm2d's; num_batches_tracked == k."""
-    xs = data.draw(batches(channels, dtype, n=steps), label="batches")
-    check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, [True] * steps, xs)
+    check_sequence(sandbox, strict, advise, case.channels, case.eps, case.momentum, case.dtype,
+                   [True] * len(case.xs), list(case.xs))
 
 
 # course: BatchNorm2d(c) with eps and momentum omitted (tests.py's BatchNorm2d(2), the ResNet's); see batches

@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, output_size, tensor_of
+from conformance.course import probes
 from conformance.probing import advise_on_repr, describe_state, printable, state_entries, state_tensors
-from conformance.strategies import DTYPES, make_tensor, tensors
+from conformance.strategies import DTYPES, TensorCase, exact_values, make_tensor, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("conv"), requires("Conv2d")]
@@ -91,6 +92,8 @@ def check_forward(sandbox, handle, args: dict, x: torch.Tensor, how: str = "") -
                       "pass stride and padding by keyword (F.conv2d's third positional argument is the bias)")
 
 
+@probes(lambda p: {"in_channels": p["in_channels"], "out_channels": p["out_channels"], "kernel": p["kernel_size"],
+                   "stride": 1, "padding": 0})
 @given(in_channels=st.integers(1, 4), out_channels=st.integers(1, 4), kernel=st.integers(1, 5),
        stride=st.integers(1, 3), padding=st.integers(0, 2))  # course: int arguments by keyword (conv_cases)
 def test_conv2d_parameters_only_weight(sandbox, in_channels, out_channels, kernel, stride, padding):
@@ -138,6 +141,7 @@ def init_problems(weight: torch.Tensor, bound: float) -> list[str]:
     return problems
 
 
+@probes(lambda p: {"layer": (p["in_channels"], p["out_channels"], p["kernel_size"]), "seed": 0})
 @given(layer=st.sampled_from(INIT_LAYERS), seed=SEEDS)
 def test_conv2d_weight_initialisation(sandbox, layer, seed):
     """weight starts uniform on [-1/sqrt(in*k*k), 1/sqrt(in*k*k)], like torch.nn.Conv2d's default init."""
@@ -156,6 +160,15 @@ def test_conv2d_weight_initialisation(sandbox, layer, seed):
                "(in_channels * kernel_size * kernel_size), not in_channels alone nor out_channels")
 
 
+def course_forward(probe: dict) -> dict:
+    """One of tests.py's forward runs: Conv2d(in_channels=..., out_channels=..., kernel_size=..., stride=...,
+    padding=...) by keyword on a float32 batch."""
+    args = {name: probe[name] for name in ("in_channels", "out_channels", "kernel_size", "stride", "padding")}
+    x = TensorCase(exact_values((probe["batch"], probe["in_channels"], *probe["size"])))
+    return {"case": (args, x), "seed": 0}
+
+
+@probes(course_forward)
 @given(case=conv_cases(), seed=SEEDS)
 def test_conv2d_forward_matches_functional_conv2d(sandbox, case, seed):
     """forward equals F.conv2d(x, weight, stride=stride, padding=padding) with the module's own weight."""

@@ -39,6 +39,7 @@ from hypothesis import strategies as st
 from conformance.areas import area, requires
 from conformance.budgets import FE_HEAD, FE_OWN, Training
 from conformance.compare import fail, tensor_of
+from conformance.course import probes
 from conformance.plugin import GIVEN
 from conformance.probing import Entry, set_mode, state_entries
 from fixtures.digits import N_CLASSES, resnet_digits
@@ -445,6 +446,7 @@ def _shape_of(value: object) -> str:
 
 @requires(SUBJECT, "ResNet34")
 @seed(STATIC_SEED)
+@probes(lambda p: {"n_classes": p["n_classes"]})
 @example(n_classes=1000)
 @given(n_classes=N_CLASS_DRAWS)
 def test_feature_extraction_backbone_pretrained_and_frozen(sandbox, n_classes):
@@ -473,6 +475,7 @@ def test_feature_extraction_backbone_pretrained_and_frozen(sandbox, n_classes):
 
 @requires(SUBJECT, "ResNet34")
 @seed(STATIC_SEED)
+@probes(lambda p: {"n_classes": p["n_classes"]})
 @example(n_classes=1000)
 @given(n_classes=N_CLASS_DRAWS)
 def test_feature_extraction_head_is_a_fresh_trainable_linear(sandbox, n_classes):

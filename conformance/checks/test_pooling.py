@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
+from conformance.course import probes
 from conformance.probing import advise_on_repr, printable
-from conformance.strategies import DTYPES, tensors
+from conformance.strategies import DTYPES, TensorCase, exact_values, tensors
 
 pytestmark = [area("pooling")]
 
@@ -71,12 +72,29 @@ def check_maxpool(sandbox, passed: dict, positional: bool, x: torch.Tensor, stri
 
 
 # course: int kernel_size, stride and padding (p <= k // 2), positional or keyword (see pool_inputs).
-@given(data=st.data(), kernel=st.integers(1, 4), positional=st.booleans(), dtype=DTYPE)
+@st.composite
+def maxpool_cases(draw):
+    """(kernel_size, padding, positional, x) for MaxPool2d(kernel_size, stride=1, padding=padding)."""
+    kernel, positional = draw(st.integers(1, 4), label="kernel"), draw(st.booleans(), label="positional")
+    dtype = draw(DTYPE, label="dtype")
+    padding = draw(st.integers(0, kernel // 2), label="padding")
+    return kernel, padding, positional, draw(pool_inputs(kernel, padding, dtype), label="x")
+
+
+def course_maxpool(probe: dict) -> dict:
+    """The old tests.py's test_maxpool2d_module shapes and windows, by keyword, with the ints the course's MaxPool2d
+    takes now (its tuples were the old era's)."""
+    x = TensorCase(exact_values((probe["batch"], probe["channels"], *probe["size"])))
+    return {"case": (probe["kernel"], probe["padding"], False, x)}
+
+
 @requires("MaxPool2d")
-def test_maxpool_forward_matches_max_pool2d(sandbox, data, kernel, positional, dtype):
+@probes(course_maxpool)
+@given(case=maxpool_cases())
+def test_maxpool_forward_matches_max_pool2d(sandbox, case):
     """MaxPool2d(k, stride=1, padding=p) takes the max of each window, padding with -inf (p <= k // 2)."""
-    padding = data.draw(st.integers(0, kernel // 2), label="padding")
-    x = data.draw(pool_inputs(kernel, padding, dtype), label="x").build()
+    kernel, padding, positional, x = case
+    x = x.build()
     passed = dict(kernel_size=kernel, stride=1, padding=padding)
     check_maxpool(sandbox, passed, positional, x, 1, padding,
                   hint="forward is F.max_pool2d(x, self.kernel_size, self.stride, self.padding); the padding counts "

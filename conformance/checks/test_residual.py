@@ -28,6 +28,7 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import CheckFailure, assert_close, assert_equal, fail, output_size, tensor_of
+from conformance.course import probes
 from conformance.probing import printable, set_mode, state_entries
 from conformance.structure import (
     Layout,
@@ -40,6 +41,7 @@ from conformance.structure import (
     projects,
     random_state,
 )
+from conformance.strategies import exact_values
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("residual")]
@@ -254,6 +256,7 @@ def compare_output(got_value, expected: torch.Tensor, oracle, x: torch.Tensor, t
 
 @item("4")
 @requires("ResidualBlock")
+@probes(lambda p: {"args": (p["in_feats"], p["out_feats"], p["first_stride"]), "how": "positional"})
 @given(args=block_args(), how=CONSTRUCTIONS)
 def test_residual_projection_rule(sandbox, args, how):
     """The right branch is a 1x1 conv + BatchNorm exactly when first_stride != 1 or in_feats != out_feats."""
@@ -545,12 +548,26 @@ def group_args(draw):
     return n_blocks, in_feats, out_feats, stride
 
 
+@st.composite
+def group_cases(draw):
+    """A BlockGroup's arguments and an input for it."""
+    args = draw(group_args(), label="args")
+    return args, draw(block_inputs(args[1], args[3]), label="x")
+
+
+def course_group(probe: dict) -> dict:
+    """tests.py's test_block_group: BlockGroup(n_blocks, in_feats, out_feats, first_stride) on a 64x64 input."""
+    args = tuple(probe[name] for name in ("n_blocks", "in_feats", "out_feats", "first_stride"))
+    return {"case": (args, torch.tensor(exact_values((1, probe["in_feats"], 64, 64)), dtype=torch.float32))}
+
+
 @item("4")
 @requires("BlockGroup", "ResidualBlock")
-@given(data=st.data(), args=group_args())
-def test_blockgroup_only_first_block_strides_and_projects(sandbox, data, args):
+@probes(course_group)
+@given(case=group_cases())
+def test_blockgroup_only_first_block_strides_and_projects(sandbox, case):
     """BlockGroup = ResidualBlock(in, out, first_stride), then n_blocks - 1 identity blocks (out, out, 1)."""
-    n_blocks, in_feats, out_feats, stride = args
+    (n_blocks, in_feats, out_feats, stride), x = case
     what = f"BlockGroup({n_blocks}, {in_feats}, {out_feats}, {stride})"
     handle = construct_group(sandbox, n_blocks, in_feats, out_feats, stride)
     layout, entries = layout_of(sandbox, handle, what, in_feats, out_feats, stride, n_blocks)
@@ -560,7 +577,6 @@ def test_blockgroup_only_first_block_strides_and_projects(sandbox, data, args):
              f"so only it may project): {layout.report() or 'wrong shapes: ' + ', '.join(layout.mismatched)}")
     expected = sum(p.numel() for p in oracle_group(n_blocks, in_feats, out_feats, stride).parameters())
     assert_equal(parameter_count(entries), expected, f"number of parameters of {what}")
-    x = data.draw(block_inputs(in_feats, stride))
     set_mode(sandbox, handle, False)
     got = tensor_of(sandbox.call(handle, x), what)
     h, w = x.shape[2], x.shape[3]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -26,7 +27,9 @@ from hypothesis import strategies as st
 from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.course import probes
-from conformance.strategies import DTYPES, PAIR_FORMS, IntOrPair, exact_values, half_integers, int_or_pair, passed_as, tensors
+from conformance.strategies import (
+    DTYPES, PAIR_FORMS, IntOrPair, TensorCase, ViewCase, exact_values, half_integers, int_or_pair, passed_as, tensors,
+)
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("strided")]
@@ -67,13 +70,39 @@ STRIDES_FROM_X = "read the strides from x.stride() (not from the shape): the inp
 
 # ---- as_strided exercises -----------------------------------------------------------------
 
+def course_tensor(shape: tuple[int, ...], dtype: str = "float32") -> TensorCase:
+    return TensorCase(exact_values(shape), dtype)
+
+
+def course_view(view: dict) -> ViewCase:
+    """One of tests.py's views into randn(30): size, stride and storage offset as the course passes them."""
+    return ViewCase(exact_values((30,)), tuple(view["size"]), tuple(view["stride"]), view["offset"])
+
+
+def course_matrix(probe: dict, name: str) -> TensorCase | ViewCase:
+    return course_view(probe[name]) if isinstance(probe[name], dict) else course_tensor(probe[name])
+
+
 # course: mat: Float[Tensor, "i j"], square; tests.py's test_trace: n = 0..9, zeros, eye, randint, contiguous (the
 # views drawn here test what the exercise teaches: strides come from x.stride(); see strategies.LAYOUTS).
+@st.composite
+def square_matrices(draw) -> TensorCase:
+    n = draw(st.integers(1, 5), label="n")
+    return draw(tensors((n, n), dtype=draw(DTYPE, label="dtype")), label="mat")
+
+
+def course_trace(probe: dict) -> dict:
+    n = probe["n"]
+    values = {"zeros": np.zeros((n, n)), "eye": np.eye(n), "randint": np.arange(n * n, dtype=np.float64).reshape(n, n) * 7 % 10}[probe["kind"]]
+    return {"mat": TensorCase(values)}
+
+
 @requires("as_strided_trace")
-@given(data=st.data(), n=st.integers(1, 5), dtype=DTYPE)
-def test_as_strided_trace(sandbox, data, n, dtype):
+@probes(course_trace)
+@given(mat=square_matrices())
+def test_as_strided_trace(sandbox, mat):
     """as_strided_trace(mat) equals torch.trace for square matrices in any memory layout."""
-    mat = data.draw(tensors((n, n), dtype=dtype), label="mat").build()
+    n, mat = mat.shape[0], mat.build()
     got = sandbox.call("as_strided_trace", mat)
     assert_close(got, torch.trace(mat), f"as_strided_trace of a {n}x{n} matrix ({describe(mat)})",
                  hint="one step along the diagonal moves mat.stride(0) + mat.stride(1) elements in memory; "
@@ -82,12 +111,18 @@ def test_as_strided_trace(sandbox, data, n, dtype):
 
 # course: mat: Float[Tensor, "i j"], vec: Float[Tensor, "j"]; tests.py: (3, 4) and (4,), contiguous (test_mv) and
 # as_strided views of randn(30) (test_mv2).
+@st.composite
+def mv_cases(draw):
+    i, j, dtype = draw(st.integers(1, 4), label="i"), draw(st.integers(1, 4), label="j"), draw(DTYPE, label="dtype")
+    return draw(tensors((i, j), dtype=dtype), label="mat"), draw(tensors((j,), dtype=dtype), label="vec")
+
+
 @requires("as_strided_mv")
-@given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), dtype=DTYPE)
-def test_as_strided_mv(sandbox, data, i, j, dtype):
+@probes(lambda p: {"case": (course_matrix(p, "mat"), course_matrix(p, "vec"))})
+@given(case=mv_cases())
+def test_as_strided_mv(sandbox, case):
     """as_strided_mv(mat, vec) equals mat @ vec, whatever the layout of mat and vec."""
-    mat = data.draw(tensors((i, j), dtype=dtype), label="mat").build()
-    vec = data.draw(tensors((j,), dtype=dtype), label="vec").build()
+    mat, vec = (c.build() for c in case)
     got = sandbox.call("as_strided_mv", mat, vec)
     assert_close(got, mat @ vec, f"as_strided_mv(mat, vec) with mat {describe(mat)}, vec {describe(vec)}",
                  hint="view vec as an (i, j) matrix with strides (0, vec.stride(0)); " + STRIDES_FROM_X)
@@ -95,12 +130,19 @@ def test_as_strided_mv(sandbox, data, i, j, dtype):
 
 # course: matA: Float[Tensor, "i j"], matB: Float[Tensor, "j k"]; tests.py: (3, 4) @ (4, 5), contiguous (test_mm)
 # and as_strided views (test_mm2).
+@st.composite
+def mm_cases(draw):
+    i, j, k = (draw(st.integers(1, 4), label=name) for name in "ijk")
+    dtype = draw(DTYPE, label="dtype")
+    return draw(tensors((i, j), dtype=dtype), label="matA"), draw(tensors((j, k), dtype=dtype), label="matB")
+
+
 @requires("as_strided_mm")
-@given(data=st.data(), i=st.integers(1, 4), j=st.integers(1, 4), k=st.integers(1, 4), dtype=DTYPE)
-def test_as_strided_mm(sandbox, data, i, j, k, dtype):
+@probes(lambda p: {"case": (course_matrix(p, "matA"), course_matrix(p, "matB"))})
+@given(case=mm_cases())
+def test_as_strided_mm(sandbox, case):
     """as_strided_mm(matA, matB) equals matA @ matB, whatever the layout of either matrix."""
-    a = data.draw(tensors((i, j), dtype=dtype), label="matA").build()
-    b = data.draw(tensors((j, k), dtype=dtype), label="matB").build()
+    a, b = (c.build() for c in case)
     got = sandbox.call("as_strided_mm", a, b)
     assert_close(got, a @ b, f"as_strided_mm(matA, matB) with matA {describe(a)}, matB {describe(b)}",
                  hint="view both as (i, j, k): matA with strides (sA0, sA1, 0), matB with (0, sB0, sB1), "
@@ -109,15 +151,26 @@ def test_as_strided_mm(sandbox, data, i, j, k, dtype):
 
 # ---- minimal convolutions ------------------------------------------------------------------
 
+def course_conv(probe: dict, dtype: str = "float32") -> dict:
+    """x and weights of the shapes a course test draws (float32, or float64 for conv2d_minimal), contiguous."""
+    return {"case": (course_tensor(tuple(probe["x"]), dtype), course_tensor(tuple(probe["weights"]), dtype))}
+
+
 # course: x: Float[Tensor, "width"], weights: Float[Tensor, "kernel_width"], width >= kernel_width; tests.py: w 10-29,
 # kw 1-9, float32, contiguous (as for the other minimal convolutions; views as for as_strided_trace).
+@st.composite
+def conv1d_simple_cases(draw):
+    kw, extra, dtype = draw(st.integers(1, 4), label="kw"), draw(st.integers(0, 4), label="extra"), draw(DTYPE)
+    return draw(tensors((kw + extra,), dtype=dtype), label="x"), draw(tensors((kw,), dtype=dtype), label="weights")
+
+
 @requires("conv1d_minimal_simple")
-@given(data=st.data(), kw=st.integers(1, 4), extra=st.integers(0, 4), dtype=DTYPE)
-def test_conv1d_minimal_simple(sandbox, data, kw, extra, dtype):
+@probes(course_conv)
+@given(case=conv1d_simple_cases())
+def test_conv1d_minimal_simple(sandbox, case):
     """conv1d_minimal_simple(x, weights) equals F.conv1d for 1-D x and kernel, in any memory layout."""
-    w = kw + extra
-    x = data.draw(tensors((w,), dtype=dtype), label="x").build()
-    weights = data.draw(tensors((kw,), dtype=dtype), label="weights").build()
+    x, weights = (c.build() for c in case)
+    w, kw = x.shape[0], weights.shape[0]
     got = sandbox.call("conv1d_minimal_simple", x, weights)
     expected = F.conv1d(x[None, None], weights[None, None])[0, 0]
     checked_output(got, expected, f"conv1d_minimal_simple(x, weights) with x {describe(x)}, kw={kw}",
@@ -127,14 +180,20 @@ def test_conv1d_minimal_simple(sandbox, data, kw, extra, dtype):
 
 # course: x: (batch, in_channels, width), weights: (out_channels, in_channels, kernel_width); tests.py: b 1-9, ci/co
 # 1-4, kw 1-9, float32.
+@st.composite
+def conv1d_minimal_cases(draw):
+    b, ic, oc, kw = (draw(st.integers(1, n), label=name) for n, name in ((3, "b"), (3, "ic"), (3, "oc"), (4, "kw")))
+    w, dtype = kw + draw(st.integers(0, 4), label="extra"), draw(DTYPE, label="dtype")
+    return draw(tensors((b, ic, w), dtype=dtype), label="x"), draw(tensors((oc, ic, kw), dtype=dtype), label="weights")
+
+
 @requires("conv1d_minimal")
-@given(data=st.data(), b=st.integers(1, 3), ic=st.integers(1, 3), oc=st.integers(1, 3), kw=st.integers(1, 4),
-       extra=st.integers(0, 4), dtype=DTYPE)
-def test_conv1d_minimal(sandbox, data, b, ic, oc, kw, extra, dtype):
+@probes(course_conv)
+@given(case=conv1d_minimal_cases())
+def test_conv1d_minimal(sandbox, case):
     """conv1d_minimal(x, weights) equals F.conv1d (stride 1, no padding) on (b, ic, w) inputs in any layout."""
-    w = kw + extra
-    x = data.draw(tensors((b, ic, w), dtype=dtype), label="x").build()
-    weights = data.draw(tensors((oc, ic, kw), dtype=dtype), label="weights").build()
+    x, weights = (c.build() for c in case)
+    w, kw = x.shape[-1], weights.shape[-1]
     got = sandbox.call("conv1d_minimal", x, weights)
     checked_output(got, F.conv1d(x, weights), f"conv1d_minimal(x, weights) with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw)],
@@ -143,14 +202,23 @@ def test_conv1d_minimal(sandbox, data, b, ic, oc, kw, extra, dtype):
 
 # course: x: (batch, in_channels, height, width), weights: (out_channels, in_channels, kernel_height, kernel_width);
 # tests.py: non-square kernels 1-9, float64.
+@st.composite
+def conv2d_minimal_cases(draw):
+    b, ic, oc = (draw(st.integers(1, n), label=name) for n, name in ((2, "b"), (3, "ic"), (3, "oc")))
+    kh, kw = draw(st.integers(1, 3), label="kh"), draw(st.integers(1, 3), label="kw")
+    h, w = kh + draw(st.integers(0, 3), label="extra h"), kw + draw(st.integers(0, 3), label="extra w")
+    dtype = draw(DTYPE, label="dtype")
+    return (draw(tensors((b, ic, h, w), dtype=dtype), label="x"),
+            draw(tensors((oc, ic, kh, kw), dtype=dtype), label="weights"))
+
+
 @requires("conv2d_minimal")
-@given(data=st.data(), b=st.integers(1, 2), ic=st.integers(1, 3), oc=st.integers(1, 3), kh=st.integers(1, 3),
-       kw=st.integers(1, 3), extra_h=st.integers(0, 3), extra_w=st.integers(0, 3), dtype=DTYPE)
-def test_conv2d_minimal(sandbox, data, b, ic, oc, kh, kw, extra_h, extra_w, dtype):
+@probes(lambda p: course_conv(p, "float64"))
+@given(case=conv2d_minimal_cases())
+def test_conv2d_minimal(sandbox, case):
     """conv2d_minimal(x, weights) equals F.conv2d (stride 1, no padding), non-square kernels, any layout."""
-    h, w = kh + extra_h, kw + extra_w
-    x = data.draw(tensors((b, ic, h, w), dtype=dtype), label="x").build()
-    weights = data.draw(tensors((oc, ic, kh, kw), dtype=dtype), label="weights").build()
+    x, weights = (c.build() for c in case)
+    (h, w), (kh, kw) = x.shape[2:], weights.shape[2:]
     got = sandbox.call("conv2d_minimal", x, weights)
     checked_output(got, F.conv2d(x, weights), f"conv2d_minimal(x, weights) with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("h", h, kh), axis_formula("w", w, kw)],
@@ -159,14 +227,27 @@ def test_conv2d_minimal(sandbox, data, b, ic, oc, kh, kw, extra_h, extra_w, dtyp
 
 # ---- padding --------------------------------------------------------------------------------
 
+def course_pad(probe: dict) -> dict:
+    """tests.py's pad tests: arange(4).float() viewed as `shape`, the other arguments positional."""
+    return {"case": (TensorCase(np.arange(4.0).reshape(probe["shape"])), *probe["args"])}
+
+
 # course: pad1d(x (batch, in_channels, width), left: int, right: int, pad_value: float): tests.py passes them
 # positionally on (1, 1, 4) and (1, 2, 2), conv1d by keyword (its padding as left and right).
+@st.composite
+def pad1d_cases(draw):
+    lead, w, dtype = draw(BATCH_AND_CHANNELS, label="lead"), draw(st.integers(1, 5), label="w"), draw(DTYPE)
+    left, right = draw(st.integers(0, 3), label="left"), draw(st.integers(0, 3), label="right")
+    return draw(tensors((*lead, w), dtype=dtype), label="x"), left, right, draw(PAD_VALUES, label="pad_value")
+
+
 @requires("pad1d")
-@given(data=st.data(), lead=BATCH_AND_CHANNELS, w=st.integers(1, 5),
-       left=st.integers(0, 3), right=st.integers(0, 3), pad_value=PAD_VALUES, dtype=DTYPE)
-def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
+@probes(course_pad)
+@given(case=pad1d_cases())
+def test_pad1d(sandbox, case):
     """pad1d(x, left, right, pad_value) equals F.pad(x, (left, right), value=pad_value), keeping x's dtype."""
-    x = data.draw(tensors((*lead, w), dtype=dtype), label="x").build()
+    x, left, right, pad_value = case
+    x = x.build()
     got = tensor_of(sandbox.call("pad1d", x, left, right, pad_value), "pad1d")
     call = f"pad1d(x, left={left}, right={right}, pad_value={pad_value}) with x of shape {tuple(x.shape)}"
     expected = F.pad(x, (left, right), value=pad_value)
@@ -179,13 +260,21 @@ def test_pad1d(sandbox, data, lead, w, left, right, pad_value, dtype):
 
 # course: pad2d(x (batch, in_channels, height, width), left, right, top, bottom: int, pad_value: float): tests.py
 # passes them positionally on (1, 1, 2, 2) and (1, 2, 2, 1), conv2d and maxpool2d by keyword (float64 from conv2d).
+@st.composite
+def pad2d_cases(draw):
+    lead, dtype = draw(BATCH_AND_CHANNELS, label="lead"), draw(DTYPE, label="dtype")
+    h, w = draw(st.integers(1, 4), label="h"), draw(st.integers(1, 4), label="w")
+    sides = tuple(draw(st.integers(0, 3), label=name) for name in ("left", "right", "top", "bottom"))
+    return (draw(tensors((*lead, h, w), dtype=dtype), label="x"), *sides, draw(PAD_VALUES, label="pad_value"))
+
+
 @requires("pad2d")
-@given(data=st.data(), lead=BATCH_AND_CHANNELS, h=st.integers(1, 4), w=st.integers(1, 4),
-       left=st.integers(0, 3), right=st.integers(0, 3), top=st.integers(0, 3), bottom=st.integers(0, 3),
-       pad_value=PAD_VALUES, dtype=DTYPE)
-def test_pad2d(sandbox, data, lead, h, w, left, right, top, bottom, pad_value, dtype):
+@probes(course_pad)
+@given(case=pad2d_cases())
+def test_pad2d(sandbox, case):
     """pad2d(x, left, right, top, bottom, pad_value) equals F.pad(x, (left, right, top, bottom), value=...)."""
-    x = data.draw(tensors((*lead, h, w), dtype=dtype), label="x").build()
+    x, left, right, top, bottom, pad_value = case
+    x = x.build()
     got = tensor_of(sandbox.call("pad2d", x, left, right, top, bottom, pad_value), "pad2d")
     call = (f"pad2d(x, left={left}, right={right}, top={top}, bottom={bottom}, pad_value={pad_value}) "
             f"with x of shape {tuple(x.shape)}")
