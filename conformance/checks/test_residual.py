@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
@@ -105,8 +105,10 @@ def construct_block(sandbox, in_feats: int, out_feats: int, stride: int, how: st
     return sandbox.construct("ResidualBlock", in_feats, out_feats, stride, seed=seed)
 
 
-def construct_group(sandbox, n_blocks: int, in_feats: int, out_feats: int, stride: int, seed: int = 0):
-    return sandbox.construct("BlockGroup", n_blocks, in_feats, out_feats, stride, seed=seed)
+def construct_group(sandbox, n_blocks: int, in_feats: int, out_feats: int, stride: int | None, seed: int = 0):
+    """BlockGroup(n_blocks, in_feats, out_feats, first_stride), positionally; a stride of None is left out."""
+    strides = () if stride is None else (stride,)
+    return sandbox.construct("BlockGroup", n_blocks, in_feats, out_feats, *strides, seed=seed)
 
 
 # ---- helpers: same state in submission and oracle ------------------------------------------
@@ -561,15 +563,21 @@ def course_group(probe: dict) -> dict:
     return {"case": (args, torch.tensor(exact_values((1, probe["in_feats"], 64, 64)), dtype=torch.float32))}
 
 
+# Defaults by omission: BlockGroup(n_blocks, in_feats, out_feats), first_stride left out (its default, 1).
+GROUP_DEFAULT_STRIDE = ((2, 3, 4, None), torch.tensor(exact_values((1, 3, 6, 5)), dtype=torch.float32))
+
+
 @item("4")
 @requires("BlockGroup", "ResidualBlock")
 @probes(course_group)
+@example(case=GROUP_DEFAULT_STRIDE)
 @given(case=group_cases())
 def test_blockgroup_only_first_block_strides_and_projects(sandbox, case):
     """BlockGroup = ResidualBlock(in, out, first_stride), then n_blocks - 1 identity blocks (out, out, 1)."""
-    (n_blocks, in_feats, out_feats, stride), x = case
-    what = f"BlockGroup({n_blocks}, {in_feats}, {out_feats}, {stride})"
-    handle = construct_group(sandbox, n_blocks, in_feats, out_feats, stride)
+    (n_blocks, in_feats, out_feats, passed), x = case
+    stride = 1 if passed is None else passed
+    what = f"BlockGroup({n_blocks}, {in_feats}, {out_feats}" + (")" if passed is None else f", {stride})")
+    handle = construct_group(sandbox, n_blocks, in_feats, out_feats, passed)
     layout, entries = layout_of(sandbox, handle, what, in_feats, out_feats, stride, n_blocks)
     if layout.problems or not layout.loadable:
         fail(f"{what} should be ResidualBlock({in_feats}, {out_feats}, {stride}) followed by {n_blocks - 1} "
@@ -582,8 +590,9 @@ def test_blockgroup_only_first_block_strides_and_projects(sandbox, case):
     h, w = x.shape[2], x.shape[3]
     expected_shape = (x.shape[0], out_feats, output_size(h, 3, stride, 1), output_size(w, 3, stride, 1))
     assert_equal(tuple(got.shape), expected_shape, f"output shape of {what} on an input of shape {tuple(x.shape)}",
-                 hint=f"only the first block strides: each spatial size becomes (size + 2 - 3) // {stride} + 1 once, "
-                      "and the later blocks keep it")
+                 hint=("first_stride was left out: the signature's default is 1. " if passed is None else "")
+                 + f"only the first block strides: each spatial size becomes (size + 2 - 3) // {stride} + 1 once, "
+                   "and the later blocks keep it")
 
 
 @item("5")
