@@ -1,0 +1,304 @@
+"""Mutation testing: does the harness kill small automatic edits of a correct submission?
+
+    python -m benchmarks.mutation [--base corpus/correct/course_template.py] [--jobs 2] [--out DIR]
+                                  [--only OPERATOR ...] [--limit N] [--list]
+
+Every mutant is one small edit of the base (a correct submission written as the course's template writes it), at a
+site inside a graded definition: its last definition, the one a learner's file ends up with. The operators are
+the classic ones:
+
+- `arithmetic`: + and -, * and /, // and / swapped;
+- `comparison`: < and <=, > and >=, == and != swapped;
+- `constant`: an integer shifted by one (n -> n + 1), a float doubled;
+- `boolean`: True and False, `and` and `or` swapped;
+- `sign`: a unary minus dropped;
+- `statement`: a statement replaced by `pass`;
+- `arguments`: the first two positional arguments of a call swapped.
+
+The edit is made on the source text at the node's own position, so the rest of the file (and the line numbers a
+failure points at) is the base's. Mutants are graded with `conformance grade --each --jobs N` at the default
+profile; a mutant is killed when any check fails (or the harness could not grade it), and survives when every area
+passes. Survivors are either killed by a new or sharper check, or recorded as equivalent in
+`benchmarks/equivalent_mutants.toml` with a one-line reason. The report (`report.md` and `mutants.json` in --out)
+gives killed, survived, equivalent and timed out, by area and by operator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from collections import Counter
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from corpus import ROOT
+
+HERE = Path(__file__).resolve().parent
+BASE = ROOT / "corpus" / "correct" / "course_template.py"
+EQUIVALENT = HERE / "equivalent_mutants.toml"
+
+OPERATORS = ("arithmetic", "comparison", "constant", "boolean", "sign", "statement", "arguments")
+_ARITHMETIC = {ast.Add: "-", ast.Sub: "+", ast.Mult: "/", ast.Div: "*", ast.FloorDiv: "/"}
+_COMPARISON = {ast.Lt: "<=", ast.LtE: "<", ast.Gt: ">=", ast.GtE: ">", ast.Eq: "!=", ast.NotEq: "=="}
+_SYMBOL = {ast.Add: "+", ast.Sub: "-", ast.Mult: "*", ast.Div: "/", ast.FloorDiv: "//", ast.Lt: "<", ast.LtE: "<=",
+           ast.Gt: ">", ast.GtE: ">=", ast.Eq: "==", ast.NotEq: "!="}
+
+
+@dataclass(frozen=True)
+class Mutant:
+    id: str  # "<definition>:<line>:<operator>:<n>", stable for one base
+    definition: str  # the graded name whose definition is edited
+    operator: str
+    line: int
+    before: str  # the edited source segment, and what replaces it
+    after: str
+
+    def apply(self, source: str, start: int, end: int) -> str:
+        return source[:start] + self.after + source[end:]
+
+
+def graded_names() -> set[str]:
+    """Every name a check requires (its `requires` marks), and `train` (the own-training checks call it)."""
+    import importlib
+    import pkgutil
+
+    import conformance.checks
+
+    names = {"train"}
+    for info in pkgutil.iter_modules(conformance.checks.__path__):
+        module = importlib.import_module(f"conformance.checks.{info.name}")
+        marks = list(getattr(module, "pytestmark", []))
+        for value in vars(module).values():
+            marks += getattr(value, "pytestmark", [])
+        names |= {arg for mark in marks if mark.name == "requires" for arg in mark.args}
+    return names
+
+
+def _offsets(source: str) -> list[int]:
+    starts, total = [0], 0
+    for line in source.splitlines(keepends=True):
+        total += len(line)
+        starts.append(total)
+    return starts
+
+
+def _span(node: ast.AST, starts: list[int]) -> tuple[int, int]:
+    return starts[node.lineno - 1] + node.col_offset, starts[node.end_lineno - 1] + node.end_col_offset
+
+
+def _between(source: str, left: ast.AST, right: ast.AST, starts: list[int]) -> tuple[int, int]:
+    """The text between two operands: where a binary or comparison operator is written."""
+    return _span(left, starts)[1], _span(right, starts)[0]
+
+
+def _sites(node: ast.AST, source: str, starts: list[int]):
+    """(operator, start, end, replacement) for each mutation of `node` itself."""
+    if isinstance(node, ast.BinOp) and type(node.op) in _ARITHMETIC:
+        start, end = _between(source, node.left, node.right, starts)
+        text = source[start:end]
+        symbol = _SYMBOL[type(node.op)]
+        at = text.find(symbol)
+        if at >= 0:
+            yield "arithmetic", start + at, start + at + len(symbol), _ARITHMETIC[type(node.op)]
+    elif isinstance(node, ast.Compare) and len(node.ops) == 1 and type(node.ops[0]) in _COMPARISON:
+        start, end = _between(source, node.left, node.comparators[0], starts)
+        symbol = _SYMBOL[type(node.ops[0])]
+        at = source[start:end].find(symbol)
+        if at >= 0:
+            yield "comparison", start + at, start + at + len(symbol), _COMPARISON[type(node.ops[0])]
+    elif isinstance(node, ast.Constant) and not isinstance(node.value, str):
+        start, end = _span(node, starts)
+        if isinstance(node.value, bool):
+            yield "boolean", start, end, str(not node.value)
+        elif isinstance(node.value, int):
+            yield "constant", start, end, str(node.value + 1)
+        elif isinstance(node.value, float) and node.value != 0.0:
+            yield "constant", start, end, repr(node.value * 2)
+    elif isinstance(node, ast.BoolOp):
+        start, end = _between(source, node.values[0], node.values[1], starts)
+        word = "and" if isinstance(node.op, ast.And) else "or"
+        at = source[start:end].find(word)
+        if at >= 0:
+            yield "boolean", start + at, start + at + len(word), "or" if word == "and" else "and"
+    elif isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+        start, end = _span(node, starts)
+        operand = _span(node.operand, starts)
+        yield "sign", start, end, source[operand[0]:operand[1]]
+    elif isinstance(node, ast.Call) and len(node.args) >= 2 and not any(isinstance(a, ast.Starred) for a in node.args[:2]):
+        (a0, a1), (b0, b1) = _span(node.args[0], starts), _span(node.args[1], starts)
+        first, second = source[a0:a1], source[b0:b1]
+        if first != second:
+            yield "arguments", a0, b1, second + source[a1:b0] + first
+    if isinstance(node, (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign)) and not (
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # not a docstring
+        start, end = _span(node, starts)
+        yield "statement", start, end, "pass"
+
+
+def python_only(source: str) -> str:
+    """IPython lines (`%pip install ...`, `!ls`) blanked out, offsets kept: the harness's loader skips them too."""
+    return re.sub(r"(?m)^[ \t]*[%!].*$", lambda line: " " * len(line.group(0)), source)
+
+
+def generate(source: str, names: set[str]) -> list[tuple[Mutant, int, int]]:
+    """Every mutant of `source` inside the last definition of each graded name (its parameters' defaults included;
+    its type hints and decorators not), with the span of source it replaces."""
+    tree = ast.parse(python_only(source))
+    starts = _offsets(source)
+    last: dict[str, ast.AST] = {}
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name in names:
+            last[node.name] = node
+    mutants = []
+    for name, definition in last.items():
+        skipped = {id(n) for hint in _hints(definition) for n in ast.walk(hint)}
+        count: Counter = Counter()
+        for node in ast.walk(definition):
+            if id(node) in skipped:
+                continue
+            for operator, start, end, after in _sites(node, source, starts):
+                count[(node.lineno, operator)] += 1
+                ident = f"{name}:{node.lineno}:{operator}:{count[(node.lineno, operator)]}"
+                mutants.append((Mutant(ident, name, operator, node.lineno, source[start:end], after), start, end))
+    return sorted(mutants, key=lambda m: m[1])
+
+
+def _hints(definition: ast.AST):
+    """Type hints and decorators: not behaviour."""
+    for node in ast.walk(definition):
+        if isinstance(node, ast.arg) and node.annotation is not None:
+            yield node.annotation
+        elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            yield from node.decorator_list
+            if node.returns is not None:
+                yield node.returns
+        elif isinstance(node, ast.ClassDef):
+            yield from node.decorator_list
+            yield from node.bases
+        elif isinstance(node, ast.AnnAssign):
+            yield node.annotation
+
+
+def load_equivalent() -> dict[str, str]:
+    if not EQUIVALENT.exists():
+        return {}
+    return {entry["id"]: entry["reason"] for entry in tomllib.loads(EQUIVALENT.read_text()).get("mutant", [])}
+
+
+def write_mutants(base: Path, folder: Path, only: set[str] | None, limit: int | None) -> list[Mutant]:
+    source = base.read_text()
+    chosen = [(m, s, e) for m, s, e in generate(source, graded_names()) if not only or m.operator in only]
+    if limit:
+        step = max(1, len(chosen) // limit)
+        chosen = chosen[::step][:limit]
+    folder.mkdir(parents=True, exist_ok=True)
+    for mutant, start, end in chosen:
+        mutated = mutant.apply(source, start, end)
+        try:
+            compile(python_only(mutated), mutant.id, "exec")
+        except SyntaxError:
+            continue
+        (folder / f"{_file_name(mutant.id)}.py").write_text(mutated)
+    return [m for m, _, _ in chosen if (folder / f"{_file_name(m.id)}.py").exists()]
+
+
+def _file_name(ident: str) -> str:
+    return ident.replace(":", "__")
+
+
+def area_of(name: str) -> str:
+    """The area that grades a name: the area of the first check module that requires it."""
+    import importlib
+    import pkgutil
+
+    import conformance.checks
+
+    for info in pkgutil.iter_modules(conformance.checks.__path__):
+        module = importlib.import_module(f"conformance.checks.{info.name}")
+        marks = list(getattr(module, "pytestmark", []))
+        own = [m for v in vars(module).values() for m in getattr(v, "pytestmark", [])]
+        if any(m.name == "requires" and name in m.args for m in marks + own):
+            return info.name.removeprefix("test_")
+    return "feature_extraction" if name == "train" else "?"
+
+
+def verdict(results: dict) -> str:
+    tests = results.get("tests", [])
+    if any("did not answer within" in (t.get("output") or "") for t in tests if t["outcome"] == "failed"):
+        return "timed out"
+    if any(t["outcome"] in ("failed", "error") for t in tests) or results.get("harness_errors"):
+        return "killed"
+    return "survived"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.mutation", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--base", type=Path, default=BASE)
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=None, help="where mutants and results go (default: a temp dir)")
+    parser.add_argument("--only", nargs="*", choices=OPERATORS, help="these operators only")
+    parser.add_argument("--limit", type=int, default=None, help="an evenly spread sample of N mutants")
+    parser.add_argument("--profile", default="conformance")
+    parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    options = parser.parse_args(argv)
+    out = options.out or Path(tempfile.mkdtemp(prefix="mutation-"))
+    folder = out / "mutants"
+    shutil.rmtree(folder, ignore_errors=True)
+    mutants = write_mutants(options.base, folder, set(options.only or ()), options.limit)
+    if options.list:
+        for m in mutants:
+            print(f"{m.id}\t{m.before!r} -> {m.after!r}")
+        print(f"{len(mutants)} mutants", file=sys.stderr)
+        return 0
+    print(f"{len(mutants)} mutants of {options.base.name} in {folder}; grading with --jobs {options.jobs}",
+          file=sys.stderr)
+    graded = out / "graded"
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "conformance", "grade", str(folder), "--each", "--out", str(graded),
+                           "--jobs", str(options.jobs), "--profile", options.profile], cwd=ROOT)
+    seconds = time.perf_counter() - started
+    equivalent = load_equivalent()
+    rows = []
+    for m in mutants:
+        path = graded / _file_name(m.id) / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {"harness_errors": ["no results"]}
+        outcome = verdict(results)
+        if outcome == "survived" and m.id in equivalent:
+            outcome = "equivalent"
+        rows.append({**asdict(m), "area": area_of(m.definition), "outcome": outcome,
+                     "reason": equivalent.get(m.id, "")})
+    (out / "mutants.json").write_text(json.dumps(rows, indent=1))
+    (out / "report.md").write_text(report(rows, options.base, seconds))
+    print((out / "report.md").read_text())
+    return 0 if done.returncode in (0, 1) else done.returncode
+
+
+def report(rows: list[dict], base: Path, seconds: float) -> str:
+    outcomes = ("killed", "timed out", "survived", "equivalent")
+    lines = [f"# Mutation testing: {len(rows)} mutants of {base.name}", "",
+             f"graded in {seconds:.0f} s; " + ", ".join(f"{sum(r['outcome'] == o for r in rows)} {o}"
+                                                       for o in outcomes), ""]
+    for key in ("area", "operator"):
+        lines += [f"## By {key}", "", f"| {key} | " + " | ".join(outcomes) + " |",
+                  "|---|" + "---|" * len(outcomes)]
+        for value in sorted({r[key] for r in rows}):
+            mine = [r for r in rows if r[key] == value]
+            lines.append(f"| {value} | " + " | ".join(str(sum(r["outcome"] == o for r in mine)) for o in outcomes)
+                         + " |")
+        lines.append("")
+    survivors = [r for r in rows if r["outcome"] == "survived"]
+    if survivors:
+        lines += ["## Survivors", ""] + [f"- `{r['id']}`: `{r['before']}` -> `{r['after']}`" for r in survivors]
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
