@@ -137,8 +137,10 @@ def _sites(node: ast.AST, source: str, starts: list[int]):
         first, second = source[a0:a1], source[b0:b1]
         if first != second:
             yield "arguments", a0, b1, second + source[a1:b0] + first
+    # Not a docstring, nor a bare annotation (`running_mean: Float[Tensor, "c"]` in a class body declares nothing).
     if isinstance(node, (ast.Expr, ast.Assign, ast.AugAssign, ast.AnnAssign)) and not (
-            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)):  # not a docstring
+            isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant)) and not (
+            isinstance(node, ast.AnnAssign) and node.value is None):
         start, end = _span(node, starts)
         yield "statement", start, end, "pass"
 
