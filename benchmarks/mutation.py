@@ -65,21 +65,23 @@ class Mutant:
         return source[:start] + self.after + source[end:]
 
 
-def graded_names() -> set[str]:
-    """Every name a check requires (its `requires` marks), and `train` (the own-training checks call it)."""
+def graded_areas() -> dict[str, str]:
+    """Every name a check requires (its `requires` marks), with the area of the first check module requiring it;
+    and `train`, which the own-training checks call (the last `train` of a course file is feature extraction's)."""
     import importlib
     import pkgutil
 
     import conformance.checks
 
-    names = {"train"}
+    areas = {"train": "feature_extraction"}
     for info in pkgutil.iter_modules(conformance.checks.__path__):
         module = importlib.import_module(f"conformance.checks.{info.name}")
         marks = list(getattr(module, "pytestmark", []))
         for value in vars(module).values():
             marks += getattr(value, "pytestmark", [])
-        names |= {arg for mark in marks if mark.name == "requires" for arg in mark.args}
-    return names
+        for name in (arg for mark in marks if mark.name == "requires" for arg in mark.args):
+            areas.setdefault(name, info.name.removeprefix("test_"))
+    return areas
 
 
 def _offsets(source: str) -> list[int]:
@@ -197,7 +199,7 @@ def load_equivalent() -> dict[str, str]:
 
 def write_mutants(base: Path, folder: Path, only: set[str] | None, limit: int | None) -> list[Mutant]:
     source = base.read_text()
-    chosen = [(m, s, e) for m, s, e in generate(source, graded_names()) if not only or m.operator in only]
+    chosen = [(m, s, e) for m, s, e in generate(source, set(graded_areas())) if not only or m.operator in only]
     if limit:
         step = max(1, len(chosen) // limit)
         chosen = chosen[::step][:limit]
@@ -214,22 +216,6 @@ def write_mutants(base: Path, folder: Path, only: set[str] | None, limit: int | 
 
 def _file_name(ident: str) -> str:
     return ident.replace(":", "__")
-
-
-def area_of(name: str) -> str:
-    """The area that grades a name: the area of the first check module that requires it."""
-    import importlib
-    import pkgutil
-
-    import conformance.checks
-
-    for info in pkgutil.iter_modules(conformance.checks.__path__):
-        module = importlib.import_module(f"conformance.checks.{info.name}")
-        marks = list(getattr(module, "pytestmark", []))
-        own = [m for v in vars(module).values() for m in getattr(v, "pytestmark", [])]
-        if any(m.name == "requires" and name in m.args for m in marks + own):
-            return info.name.removeprefix("test_")
-    return "feature_extraction" if name == "train" else "?"
 
 
 def verdict(results: dict) -> str:
@@ -268,6 +254,7 @@ def main(argv: list[str] | None = None) -> int:
                            "--jobs", str(options.jobs), "--profile", options.profile], cwd=ROOT)
     seconds = time.perf_counter() - started
     equivalent = load_equivalent()
+    areas = graded_areas()
     rows = []
     for m in mutants:
         path = graded / _file_name(m.id) / "results.json"
@@ -275,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = verdict(results)
         if outcome == "survived" and m.id in equivalent:
             outcome = "equivalent"
-        rows.append({**asdict(m), "area": area_of(m.definition), "outcome": outcome,
+        rows.append({**asdict(m), "area": areas[m.definition], "outcome": outcome,
                      "reason": equivalent.get(m.id, "")})
     (out / "mutants.json").write_text(json.dumps(rows, indent=1))
     (out / "report.md").write_text(report(rows, options.base, seconds))

@@ -55,6 +55,10 @@ def test_a_check_runs_the_course_tests_inputs(course_test):
     for name, probes in course_test.checks.items():
         assert name in CHECKS, f"{course_test.name} names {name}, which is not a check"
         check = CHECKS[name]
+        required = {a for m in getattr(check, "pytestmark", []) if m.name == "requires" for a in m.args}
+        required |= {a for m in getattr(importlib.import_module(check.__module__), "pytestmark", [])
+                     if m.name == "requires" for a in m.args}
+        assert course_test.calls in required, f"{name} does not exercise {course_test.calls}"
         if not probes:
             assert course_test.why, f"{course_test.name}: say how {name} covers it without probes"
             assert getattr(check, "hypothesis", None) is None, f"{name} draws its inputs: give it the course's probes"

@@ -316,11 +316,16 @@ def shown(arguments: dict) -> str:
     return "".join(f", {name}={value!r}" for name, value in arguments.items())
 
 
+def left_out(omitted: tuple[str, ...], defaults: str) -> str:
+    """What a call's description adds when it leaves arguments out."""
+    return f" ({' and '.join(omitted)} left out: the signature's defaults are {defaults})" if omitted else ""
+
+
 def check_conv1d(sandbox, x, weights, stride, padding, omitted=(), *, hint):
     kwargs = passed(omitted, stride=stride, padding=padding)
     got = sandbox.call("conv1d", x, weights, **kwargs)
     w, kw = x.shape[-1], weights.shape[-1]
-    default = f" ({' and '.join(omitted)} left out: the signature's defaults are stride=1, padding=0)" if omitted else ""
+    default = left_out(omitted, "stride=1, padding=0")
     checked_output(got, F.conv1d(x, weights, stride=stride, padding=padding),
                    f"conv1d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw, stride, padding)], hint=hint)
@@ -393,7 +398,7 @@ def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, omi
         raise
     formulas = [axis_formula(name, x.shape[2 + a], weights.shape[2 + a], stride.pair[a], padding.pair[a])
                 for a, name in enumerate("hw")]
-    default = f" ({' and '.join(omitted)} left out: the signature's defaults are stride=1, padding=0)" if omitted else ""
+    default = left_out(omitted, "stride=1, padding=0")
     checked_output(got, F.conv2d(x, weights, stride=stride.pair, padding=padding.pair),
                    f"conv2d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
                    f"weights shape {tuple(weights.shape)}", formulas, hint=hint)
@@ -463,9 +468,7 @@ def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddin
     return x, kernel, stride, padding
 
 
-def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, omitted=(), *, hint,
-                    omit_stride=False):
-    omitted = (*omitted, "stride") if omit_stride else tuple(omitted)
+def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, padding: IntOrPair, omitted=(), *, hint):
     kwargs = passed(omitted, stride=stride, padding=padding)
     try:
         got = sandbox.call("maxpool2d", x, kernel.passed,
@@ -476,8 +479,7 @@ def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, pad
     step = kernel.pair if stride is None else stride.pair
     formulas = [axis_formula(name, x.shape[2 + a], kernel.pair[a], step[a], padding.pair[a])
                 for a, name in enumerate("hw")]
-    default = (f" ({' and '.join(omitted)} left out: the signature's defaults are stride=None (the kernel size), "
-               "padding=0)") if omitted else ""
+    default = left_out(omitted, "stride=None (the kernel size), padding=0")
     expected = F.max_pool2d(x, kernel.pair, stride=step, padding=padding.pair)
     checked_output(got, expected, f"maxpool2d(x, kernel_size={kernel!r}{shown(kwargs)}){default} with x "
                    f"{describe(x)}", formulas, hint=hint)
@@ -512,7 +514,7 @@ def test_maxpool2d(sandbox, case):
 def test_maxpool2d_default_stride_is_kernel(sandbox, case):
     """maxpool2d called without a stride uses stride = kernel_size (non-overlapping windows)."""
     x, kernel, stride, padding = case
-    check_maxpool2d(sandbox, x, kernel, stride, padding, omit_stride=True,
+    check_maxpool2d(sandbox, x, kernel, stride, padding, ("stride",),
                     hint="stride defaults to None, which means the kernel size: `if stride is None: stride = "
                          "kernel_size`")
 
