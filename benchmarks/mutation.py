@@ -1,7 +1,8 @@
 """Mutation testing: does the harness kill small automatic edits of a correct submission?
 
     python -m benchmarks.mutation [--base corpus/correct/course_template.py] [--jobs 2] [--out DIR]
-                                  [--only OPERATOR ...] [--limit N] [--list]
+                                  [--only OPERATOR ...] [--ids PATTERN ...] [--limit N] [--list]
+                                  [--against thorough]
 
 Every mutant is one small edit of the base (a correct submission written as the course's template writes it), at a
 site inside a graded definition: its last definition, the one a learner's file ends up with. The operators are
@@ -21,12 +22,18 @@ profile; a mutant is killed when any check fails (or the harness could not grade
 passes. Survivors are either killed by a new or sharper check, or recorded as equivalent in
 `benchmarks/equivalent_mutants.toml` with a one-line reason. The report (`report.md` and `mutants.json` in --out)
 gives killed, survived, equivalent and timed out, by area and by operator.
+
+The default profile's example budgets (`conformance.budgets`) are proven against the mutants too: every mutant that
+survives the default profile, equivalent ones included, is graded again at `--against` (default `thorough`), and the
+report shows the two verdicts side by side. A mutant the thorough profile kills and the default one does not is a
+budget to raise (or a check to sharpen); an "equivalent" mutant it kills was not equivalent.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import fnmatch
 import json
 import re
 import shutil
@@ -197,9 +204,12 @@ def load_equivalent() -> dict[str, str]:
     return {entry["id"]: entry["reason"] for entry in tomllib.loads(EQUIVALENT.read_text()).get("mutant", [])}
 
 
-def write_mutants(base: Path, folder: Path, only: set[str] | None, limit: int | None) -> list[Mutant]:
+def write_mutants(base: Path, folder: Path, only: set[str] | None, limit: int | None,
+                  ids: list[str] | None = None) -> list[Mutant]:
     source = base.read_text()
     chosen = [(m, s, e) for m, s, e in generate(source, set(graded_areas())) if not only or m.operator in only]
+    if ids:
+        chosen = [(m, s, e) for m, s, e in chosen if any(fnmatch.fnmatchcase(m.id, pattern) for pattern in ids)]
     if limit:
         step = max(1, len(chosen) // limit)
         chosen = chosen[::step][:limit]
@@ -233,14 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=None, help="where mutants and results go (default: a temp dir)")
     parser.add_argument("--only", nargs="*", choices=OPERATORS, help="these operators only")
+    parser.add_argument("--ids", nargs="*", metavar="PATTERN",
+                        help="these mutants only, by id or shell pattern (e.g. 'train:*' or 'Linear:68:statement:1')")
     parser.add_argument("--limit", type=int, default=None, help="an evenly spread sample of N mutants")
     parser.add_argument("--profile", default="conformance")
+    parser.add_argument("--against", default="thorough",
+                        help="the profile the survivors are graded at again, side by side ('' for none)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
     options = parser.parse_args(argv)
     out = options.out or Path(tempfile.mkdtemp(prefix="mutation-"))
     folder = out / "mutants"
     shutil.rmtree(folder, ignore_errors=True)
-    mutants = write_mutants(options.base, folder, set(options.only or ()), options.limit)
+    mutants = write_mutants(options.base, folder, set(options.only or ()), options.limit, options.ids)
     if options.list:
         for m in mutants:
             print(f"{m.id}\t{m.before!r} -> {m.after!r}")
@@ -248,29 +262,59 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     print(f"{len(mutants)} mutants of {options.base.name} in {folder}; grading with --jobs {options.jobs}",
           file=sys.stderr)
-    graded = out / "graded"
     started = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "conformance", "grade", str(folder), "--each", "--out", str(graded),
-                           "--jobs", str(options.jobs), "--profile", options.profile], cwd=ROOT)
-    seconds = time.perf_counter() - started
+    outcomes, code = grade_all(folder, out / "graded", mutants, options.jobs, options.profile)
     equivalent = load_equivalent()
     areas = graded_areas()
     rows = []
     for m in mutants:
-        path = graded / _file_name(m.id) / "results.json"
-        results = json.loads(path.read_text()) if path.exists() else {"harness_errors": ["no results"]}
-        outcome = verdict(results)
+        outcome, failed = outcomes[m.id]
         if outcome == "survived" and m.id in equivalent:
             outcome = "equivalent"
         rows.append({**asdict(m), "area": areas[m.definition], "outcome": outcome,
-                     "reason": equivalent.get(m.id, "")})
+                     "reason": equivalent.get(m.id, ""), "failed": failed})
+    alive = [m for m, row in zip(mutants, rows) if row["outcome"] in ("survived", "equivalent")]
+    if options.against and alive:
+        print(f"{len(alive)} survivors (equivalent ones included) graded again at --profile {options.against}",
+              file=sys.stderr)
+        again = out / f"mutants-{options.against}"
+        shutil.rmtree(again, ignore_errors=True)
+        again.mkdir(parents=True)
+        for m in alive:
+            shutil.copy(folder / f"{_file_name(m.id)}.py", again)
+        second, _ = grade_all(again, out / f"graded-{options.against}", alive, options.jobs, options.against)
+        for row in rows:
+            if row["id"] in second:
+                row[options.against], row[f"failed at {options.against}"] = second[row["id"]]
+    seconds = time.perf_counter() - started
     (out / "mutants.json").write_text(json.dumps(rows, indent=1))
-    (out / "report.md").write_text(report(rows, options.base, seconds))
+    (out / "report.md").write_text(report(rows, options.base, seconds, options.profile, options.against))
     print((out / "report.md").read_text())
-    return 0 if done.returncode in (0, 1) else done.returncode
+    return 0 if code in (0, 1) else code
 
 
-def report(rows: list[dict], base: Path, seconds: float) -> str:
+def grade_all(folder: Path, graded: Path, mutants: list[Mutant], jobs: int, profile: str) -> tuple[dict, int]:
+    """Grade every mutant file in `folder` with `conformance grade --each`: each mutant's outcome and the checks that
+    failed on it, and grade's exit code."""
+    done = subprocess.run([sys.executable, "-m", "conformance", "grade", str(folder), "--each", "--out", str(graded),
+                           "--jobs", str(jobs), "--profile", profile], cwd=ROOT)
+    outcomes = {}
+    for m in mutants:
+        path = graded / _file_name(m.id) / "results.json"
+        results = json.loads(path.read_text()) if path.exists() else {"harness_errors": ["no results"]}
+        failed = sorted(t["name"].partition(": ")[2] or t["name"] for t in results.get("tests", [])
+                        if t["outcome"] in ("failed", "error"))
+        outcomes[m.id] = (verdict(results), failed)
+    return outcomes, done.returncode
+
+
+def _verdict_cell(row: dict, profile: str) -> str:
+    """The outcome at `profile`, with the checks that failed when any did."""
+    failed = row.get(f"failed at {profile}") or []
+    return row.get(profile, "") + (f" ({', '.join(failed)})" if failed else "")
+
+
+def report(rows: list[dict], base: Path, seconds: float, profile: str = "conformance", against: str = "") -> str:
     outcomes = ("killed", "timed out", "survived", "equivalent")
     lines = [f"# Mutation testing: {len(rows)} mutants of {base.name}", "",
              f"graded in {seconds:.0f} s; " + ", ".join(f"{sum(r['outcome'] == o for r in rows)} {o}"
@@ -283,9 +327,20 @@ def report(rows: list[dict], base: Path, seconds: float) -> str:
             lines.append(f"| {value} | " + " | ".join(str(sum(r["outcome"] == o for r in mine)) for o in outcomes)
                          + " |")
         lines.append("")
-    survivors = [r for r in rows if r["outcome"] == "survived"]
-    if survivors:
-        lines += ["## Survivors", ""] + [f"- `{r['id']}`: `{r['before']}` -> `{r['after']}`" for r in survivors]
+    alive = [r for r in rows if r["outcome"] in ("survived", "equivalent")]
+    if alive:
+        again = [against] if against and any(against in r for r in alive) else []
+        lines += ["## Survivors, side by side", "",
+                  "| mutant | edit | " + " | ".join([profile] + again) + " | reason it is equivalent |",
+                  "|---|---|" + "---|" * (1 + len(again)) + "---|"]
+        for r in alive:
+            cells = [r["outcome"]] + [_verdict_cell(r, a) for a in again]
+            edit = f"`{r['before']}` -> `{r['after']}`".replace("|", "\\|")
+            lines.append(f"| `{r['id']}` | {edit} | " + " | ".join(cells) + f" | {r['reason']} |")
+        if again:
+            caught = [r["id"] for r in alive if r.get(against) in ("killed", "timed out")]
+            lines += ["", f"Killed at `{against}` but not at `{profile}`: "
+                      + (", ".join(f"`{i}`" for i in caught) if caught else "none") + "."]
     return "\n".join(lines) + "\n"
 
 

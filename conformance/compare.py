@@ -55,6 +55,16 @@ def tolerance(dtype: torch.dtype, scale: float = 1.0) -> tuple[float, float]:
     return rtol, atol * max(1.0, scale)
 
 
+# A difference like x - mean(x), computed in another order, is off by a few ulps of |x|: where the result is then
+# divided by something small (a batch's standard deviation), that error grows with it.
+ROUNDING_ULPS = 8
+
+
+def rounding_slack(dtype: torch.dtype, magnitude: float) -> float:
+    """The absolute error float rounding of `dtype` values of this magnitude can reach: a few ulps of it."""
+    return ROUNDING_ULPS * torch.finfo(dtype).eps * magnitude
+
+
 def assert_close(actual: object, expected: torch.Tensor, what: str, *, rtol: float | None = None,
                  atol: float | None = None, check_dtype: bool = True, hint: str = "") -> torch.Tensor:
     """`actual` (a submission's result) equals `expected` (the oracle's) within tolerance."""

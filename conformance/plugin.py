@@ -27,10 +27,9 @@ from under_test.source import SubmissionError
 from under_test.wire import WireError
 
 from . import budgets, journal, provenance, report, repro, rootcause
-from .areas import AREAS, items_of
+from .areas import AREAS, GIVEN, MISSING, items_of
 from .compare import CheckFailure
 
-MISSING, GIVEN = "missing: ", "given: "
 PROPERTY = "conformance"
 _SUPPRESS = [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.function_scoped_fixture]
 

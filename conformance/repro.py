@@ -89,6 +89,26 @@ def _assigned(result: object, names: _Names, stem: str, always: bool = False) ->
     return ""
 
 
+def _run_train(kwargs: dict, result: object, names: _Names) -> str:
+    """`train(args)` as the harness ran it: the args object with the short budget, the results named as the course
+    names them."""
+    from under_test.wire import Handle
+
+    cls, overrides = kwargs.get("args_class"), dict(kwargs.get("overrides") or {})
+    lines = ["# the harness's data: get_cifar / get_cifar_subset / get_mnist return its digits while train runs",
+             f"args = {cls}()" if cls else "args = ...  # your train's args"]
+    lines += [f"args.{key} = {value!r}" for key, value in overrides.items()]
+    if isinstance(result, Handle):
+        target = f"{names.new(result, 'model')} = "
+    elif isinstance(result, tuple) and result:
+        stems = ["loss_list", "accuracy_list"][:len(result) - 1] + ["value"] * len(result)
+        target = ", ".join(names.new(v, "model") if isinstance(v, Handle) else stems[i]
+                           for i, v in enumerate(result)) + " = "
+    else:
+        target = ""
+    return "\n".join(lines + [f"{target}train(args)"])
+
+
 def snippet(calls: list[tuple]) -> str:
     """The calls (verb, args, kwargs, result, raised) as a script; empty when there is nothing to show."""
     calls = [c for c in calls if c[0] in TRANSLATED]
@@ -130,7 +150,7 @@ def snippet(calls: list[tuple]) -> str:
                     f" over the parameters that require grad, F.cross_entropy, model.train(), "
                     f"{kwargs.get('epochs')} epochs, batches of {kwargs.get('batch_size')}")
         else:  # run_train
-            code = "# the harness runs your train(args) on digits with the course's data helpers"
+            code = _run_train(kwargs, result, names)
         lines.append(code)
         if raised:
             lines.append(f"# ^ raised {raised}")

@@ -66,3 +66,32 @@ def test_only_plain_tensors_are_accepted():
         tensor_of(Returned("learner.Sub", torch.zeros(1), False), "f(x)")
     with pytest.raises(CheckFailure, match="not a tensor"):
         tensor_of(3.0, "f(x)")
+
+
+def test_a_batch_of_nearly_equal_values_leaves_room_for_rounding(tmp_path):
+    """Found by the thorough profile on a correct BatchNorm2d: two values one ulp apart normalise to outputs of a few
+    ulps of |x| over sqrt(eps), whose digits depend on the order of the sums. The comparison allows for that and
+    still fails a BatchNorm2d with eps outside the square root on the same batches."""
+    from conformance.checks.test_batchnorm import check_sequence
+    from conformance.strategies import TensorCase
+    from corpus import ROOT, load_bugs
+    from under_test.sandbox import Sandbox
+
+    (bug,) = [b for b in load_bugs() if b.id == "bn-eps-outside-sqrt"]
+    (tmp_path / "eps_outside.py").write_text(bug.source())
+    batches = []
+    for value, ulps in [(0.4, 1), (-2.5, 3), (100.0, 1), (100.0, 3)]:
+        near = np.float32(value)
+        for _ in range(ulps):
+            near = np.nextafter(near, np.float32(np.inf))
+        batches.append([TensorCase(np.array([value, near], dtype=np.float64).reshape(2, 1, 1, 1))] * 2)
+    for impl, correct in [(ROOT / "corpus" / "correct" / "course_template.py", True),
+                          (tmp_path / "eps_outside.py", False)]:
+        with Sandbox(impl, timeout=30) as sandbox:
+            for xs in batches:
+                sandbox.begin_check()
+                if correct:
+                    check_sequence(sandbox, False, lambda note: None, 1, 1e-5, 0.1, "float32", [True, True], xs)
+                else:
+                    with pytest.raises(CheckFailure, match="output of step 0"):
+                        check_sequence(sandbox, False, lambda note: None, 1, 1e-5, 0.1, "float32", [True, True], xs)

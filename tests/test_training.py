@@ -3,10 +3,13 @@ the digit data they use, and how the checks read a submission's train and its re
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 
-from conformance.checks.test_feature_extraction import OwnTrain, loss_fell, loss_list, own_train
+from conformance.compare import CheckFailure
+from conformance.training import Ledger, OwnRun, OwnTrain, judge_own_run, loss_fell, near_ties, numbers, own_train
 from corpus import ROOT, grade
 from fixtures import digits
 from fixtures.digits import HELD_OUT_EVERY, mnist_digits, resnet_digits
@@ -231,9 +234,9 @@ def test_own_train_is_read_from_the_source(write, source, expected):
 
 def test_loss_lists_and_falling_losses():
     tensor = Returned("torch.Tensor", torch.tensor(0.5), False)
-    assert loss_list([1.0, 2, tensor]) == [1.0, 2.0, 0.5]
-    assert loss_list([1.0, Returned("torch.Tensor", torch.zeros(3), False)]) is None
-    assert loss_list([]) is None and loss_list("nope") is None
+    assert numbers([1.0, 2, tensor]) == [1.0, 2.0, 0.5]
+    assert numbers([1.0, Returned("torch.Tensor", torch.zeros(3), False)]) is None
+    assert numbers([]) == [] and numbers("nope") is None
     assert loss_fell([2.3, 2.2, 2.1, 1.0, 0.8, 0.5])
     assert not loss_fell([2.3, 2.2, 2.1, 2.2, 2.0, 2.1])
     assert not loss_fell([2.3, float("nan"), 2.1, 0.1, 0.1, 0.1])
@@ -282,3 +285,139 @@ def test_strict_mode_requires_a_frozen_backbone_to_keep_its_batchnorm_statistics
     else:  # passing under --strict, it passes by default too (strict only adds a requirement)
         assert test["outcome"] == "passed", test["output"]
         assert not strict["advisories"]
+
+
+# ---- the optimizer's steps, watched while the submission's train runs ---------------------------
+
+STEPS_TOY = """
+import torch as t
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+def train(args):
+    trainset, testset = get_cifar_subset()
+    t.manual_seed(0)
+    model = t.nn.Sequential(t.nn.Linear(4, 8), t.nn.ReLU(), t.nn.Linear(8, 3))
+    optimizer = t.optim.Adam(model.parameters(), lr=0.01)
+    losses = []
+    for x, y in DataLoader(trainset, batch_size=8, shuffle=True):
+{body}
+        losses.append(loss.item())
+    return losses, model
+"""
+
+LOOPS = {  # how the gradients are (or are not) zeroed between steps -> steps that used stale gradients
+    "the course's order": ("loss = F.cross_entropy(model(x), y)", "loss.backward()", "optimizer.step()",
+                           "optimizer.zero_grad()"),
+    "zero_grad first": ("optimizer.zero_grad()", "loss = F.cross_entropy(model(x), y)", "loss.backward()",
+                        "optimizer.step()"),
+    "the model's zero_grad": ("model.zero_grad()", "loss = F.cross_entropy(model(x), y)", "loss.backward()",
+                              "optimizer.step()"),
+    "grads set to None": ("loss = F.cross_entropy(model(x), y)", "loss.backward()", "optimizer.step()",
+                          "for p in model.parameters(): p.grad = None"),
+    "two backwards per step": ("loss = F.cross_entropy(model(x), y)", "loss.backward()",
+                               "F.cross_entropy(model(x[:4]), y[:4]).backward()", "optimizer.step()",
+                               "optimizer.zero_grad()"),
+    "clipped": ("loss = F.cross_entropy(model(x), y)", "loss.backward()",
+                "t.nn.utils.clip_grad_norm_(model.parameters(), 0.1)", "optimizer.step()", "optimizer.zero_grad()"),
+    "never zeroed": ("loss = F.cross_entropy(model(x), y)", "loss.backward()", "optimizer.step()"),
+}
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_run_train_counts_the_steps_that_used_gradients_left_from_the_step_before(loop, tmp_path):
+    path = tmp_path / "steps.py"
+    path.write_text(STEPS_TOY.format(body="\n".join(8 * " " + line for line in LOOPS[loop])))
+    x, y = toy_data()
+    datasets = (torch.utils.data.TensorDataset(x, y), torch.utils.data.TensorDataset(x, y))
+    with Sandbox(path, timeout=20) as sandbox:
+        sandbox.begin_check()
+        (losses, model), used = sandbox.run_train(datasets, args_class=None)
+        assert isinstance(model, Handle) and len(losses) == 5
+        steps = Ledger.read(used["steps"])
+        if loop == "never zeroed":
+            assert steps == Ledger(count=5, stale=4, first_stale=2)
+        else:
+            assert steps == Ledger(count=5, stale=0, first_stale=None)
+        # the hooks are gone with train: a step taken afterwards is not watched
+        assert sandbox.grad(model, (x[:2],), torch.ones(2, 3))["param_grads"]
+
+
+VALIDATION_TOY = """
+import torch as t
+import torch.nn.functional as F
+from torch.utils.data import DataLoader
+
+def train(args):
+    trainset, testset = get_cifar_subset()
+    model = t.nn.Sequential(t.nn.Linear(4, 8), t.nn.BatchNorm1d(8), t.nn.ReLU(), t.nn.Linear(8, 3))
+    optimizer = t.optim.Adam(model.parameters(), lr=0.01)
+    for x, y in DataLoader(trainset, batch_size=8):
+        model.train()
+        F.cross_entropy(model(x), y).backward()
+        optimizer.step()
+        optimizer.zero_grad()
+{switch}
+    with t.inference_mode():
+        right = sum(int((model(x).argmax(-1) == y).sum()) for x, y in DataLoader(testset, batch_size=8))
+    return [0.0], [right / len(testset)], model
+"""
+
+
+@pytest.mark.parametrize("switch, calls", [("    model.eval()", 0), ("", 5), ("    model.train(False)", 0)])
+def test_run_train_counts_batchnorm_calls_in_train_mode_with_gradients_off(switch, calls, tmp_path):
+    path = tmp_path / "validation.py"
+    path.write_text(VALIDATION_TOY.format(switch=switch))
+    x, y = toy_data()
+    with Sandbox(path, timeout=20) as sandbox:
+        sandbox.begin_check()
+        _, used = sandbox.run_train((torch.utils.data.TensorDataset(x, y),) * 2, args_class=None)
+    assert Ledger.read(used["steps"]) == Ledger(count=5, stale=0, first_stale=None, train_mode_no_grad=calls)
+
+
+def own_run(losses=(2.0, 1.0), accuracies=None, steps=Ledger(4, 0, None)) -> OwnRun:
+    return OwnRun(None, None if losses is None else list(losses),
+                  None if accuracies is None else list(accuracies), steps, "train(Args())")
+
+
+def held_out_outputs() -> tuple[torch.Tensor, torch.Tensor]:
+    """Ten held-out answers, seven of them right, none near a tie."""
+    labels = torch.arange(10) % 3
+    guesses = torch.where(torch.arange(10) < 7, labels, (labels + 1) % 3)
+    return torch.nn.functional.one_hot(guesses, 3).float() * 5, labels
+
+
+@pytest.mark.parametrize("run, verdict", [
+    (own_run(), "passes"),
+    (own_run(accuracies=[0.5, 0.7]), "passes"),
+    (own_run(accuracies=[0.5, 70.0]), "advises"),  # percent: not the course's fraction, not wrong
+    (own_run(accuracies=[0.8]), "fails: classifies 7 of the 10"),  # num_correct started at 1
+    (own_run(accuracies=[0.3]), "fails: classifies 7 of the 10"),  # == turned into !=
+    (own_run(accuracies=[70.0 * 10]), "fails: classifies 7 of the 10"),  # multiplied by len(testset)
+    (own_run(accuracies=[]), "fails: empty accuracy list"),
+    (own_run(losses=[]), "fails: empty loss list"),
+    (own_run(steps=Ledger(4, 3, 2)), "fails: from step 2 on, optimizer.step() used gradients that still held"),
+    (own_run(steps=Ledger(4, 0, None, 12)), "fails: called 12 times in train mode with gradients off"),
+    (own_run(losses=None), "passes"),  # train returned the model alone
+])
+def test_an_own_run_is_held_to_what_it_reports(run, verdict):
+    outputs, labels = held_out_outputs()
+    advice: list[str] = []
+    if verdict.startswith("fails"):
+        with pytest.raises(CheckFailure, match=re.escape(verdict.removeprefix("fails: "))):
+            judge_own_run(run, outputs, labels, 40, advice.append)
+        return
+    judge_own_run(run, outputs, labels, 40, advice.append)
+    assert bool(advice) == (verdict == "advises")
+
+
+def test_a_near_tie_is_given_the_benefit_of_the_doubt():
+    outputs, labels = held_out_outputs()
+    assert not near_ties(outputs).any()
+    outputs[0] = torch.tensor([1.0, 1.0 + 1e-6, 0.0])  # wrong by 1e-6 here (6 of 10 right): another batch may say right
+    assert near_ties(outputs).tolist() == [True] + [False] * 9
+    for reported in (0.6, 0.7):
+        judge_own_run(own_run(accuracies=[reported]), outputs, labels, 40, print)
+    for reported in (0.5, 0.8):
+        with pytest.raises(CheckFailure):
+            judge_own_run(own_run(accuracies=[reported]), outputs, labels, 40, print)

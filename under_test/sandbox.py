@@ -346,6 +346,8 @@ class Sandbox:
         value = wire.decode(reply.get("value"))
         made = value.get("value") if isinstance(value, dict) else value  # "call" replies {"value": ...}
         record[3] = made if isinstance(made, Handle) else None  # not a state's 87 MB: only what names objects
+        if verb == "run_train" and isinstance(value, dict) and isinstance(value.get("result"), tuple):
+            record[3] = tuple(v if isinstance(v, Handle) else None for v in value["result"])
         return value
 
     def _receive(self, timeout: float, doing: str) -> dict:
@@ -424,6 +426,10 @@ class Sandbox:
     def state(self, handle: Handle, values: bool = True) -> dict:
         return self.request("state", handle, values=values)
 
+    def release(self, *handles: Handle) -> None:
+        """Let the worker free these objects before the check ends (a check that builds a ResNet34 per example)."""
+        self.request("release", list(handles))
+
     def pretrained(self) -> Handle:
         """The worker's own "pretrained" ResNet34 (what `models.resnet34(weights=...)` gives the submission)."""
         handle = self.request("pretrained")
@@ -452,7 +458,8 @@ class Sandbox:
         """Run the submission's own `train(args)` with the course's data helpers returning `datasets`.
 
         Returns what train returned (decoded: Handles, lists, Returned tensors) and the args it
-        was given: {"fields": {name: value}, "type": the args object's type name}.
+        was given: {"fields": {name: value}, "type": the args object's type name, "steps": what
+        the worker saw of the optimizer's steps (plain counts, read by `conformance.training.Steps`)}.
         """
         reply = self.request("run_train", datasets, args_class=args_class, overrides=overrides, defaults=defaults,
                              seed=seed, timeout=timeout)
@@ -460,7 +467,7 @@ class Sandbox:
             raise wire.WireError("run_train: malformed reply")
         fields = reply.get("args")
         return reply["result"], {"fields": dict(fields) if isinstance(fields, dict) else {},
-                                 "type": str(reply.get("args_type"))}
+                                 "type": str(reply.get("args_type")), "steps": reply.get("steps")}
 
 
 def _bulk_file() -> Bulk | None:

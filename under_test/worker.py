@@ -9,6 +9,7 @@ judges anything: verdicts are made in the harness from what it sends back.
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -65,6 +66,14 @@ class Worker:
         self.objects.clear()
         gc.collect()
         return {"grown_mb": (_mapped_bytes() - self.base_bytes) // (1 << 20)}
+
+    def do_release(self, handles):
+        """Forget these objects now (a full ResNet34 is 87 MB): the harness has read what it needs of them."""
+        for handle in handles:
+            if isinstance(handle, Handle):
+                self.objects.pop(handle.id, None)
+        gc.collect()
+        return None
 
     def do_refuse(self, refused: dict):
         """From now on, refuse to run the forward of these module types ({type name: why}): the harness saw them
@@ -244,12 +253,96 @@ class Worker:
         self.namespace.update(swapped)
         try:
             _seed(seed)
-            result = self.target("train")(args)
+            with _TrainLedger() as ledger:
+                result = self.target("train")(args)
         finally:
             for name in swapped:
                 self.namespace.pop(name, None)
             self.namespace.update(saved)
-        return {"result": self.out(result), "args": self.out(used), "args_type": type_name(args)}
+        return {"result": self.out(result), "args": self.out(used), "args_type": type_name(args),
+                "steps": ledger.summary()}
+
+
+class _TrainLedger:
+    """What the worker sees of the optimizer and the model while the submission's `train` runs.
+
+    Stale gradients: after each step it keeps the gradients the step used and, through a hook
+    on each of the optimizer's parameters, adds up every gradient backpropagated since. At the
+    next step the parameters' gradients are either that sum (zeroed in between, however: the
+    optimizer's or the model's zero_grad, or `p.grad = None`) or, when nothing zeroed them,
+    exactly the kept gradients plus that sum: that step is counted as stale. Anything else
+    (clipping, say) is not counted.
+
+    Evaluation in train mode: calls of a module holding a `running_mean` (a BatchNorm) while
+    it is in train mode and gradients are off (`no_grad`, `inference_mode`), which is what a
+    validation loop without `model.eval()` does. Plain counts only; the harness judges them.
+    """
+
+    def __enter__(self):
+        from torch.nn.modules.module import register_module_forward_pre_hook
+        from torch.optim.optimizer import register_optimizer_step_post_hook, register_optimizer_step_pre_hook
+
+        self.steps = self.stale = self.train_mode_no_grad = 0
+        self.first_stale: int | None = None
+        self.used: dict[int, object] = {}  # id(parameter) -> its gradient at the last step (a copy)
+        self.since: dict[int, object] = {}  # id(parameter) -> the sum of the gradients backpropagated since
+        self.hooks = [register_optimizer_step_pre_hook(self.before), register_optimizer_step_post_hook(self.after),
+                      register_module_forward_pre_hook(self.called)]
+        self.watched: dict[int, object] = {}
+        return self
+
+    def __exit__(self, *exc):
+        for hook in self.hooks + list(self.watched.values()):
+            hook.remove()
+        return False
+
+    @staticmethod
+    def parameters(optimizer):
+        return [p for group in optimizer.param_groups for p in group["params"] if p.requires_grad]
+
+    def before(self, optimizer, args, kwargs):
+        import torch
+
+        self.steps += 1
+        compared = 0
+        for p in self.parameters(optimizer):
+            kept = self.used.get(id(p))
+            if p.grad is None or kept is None or not kept.numel() or not bool(kept.abs().max() > 0):
+                continue
+            since = self.since.get(id(p))
+            since = torch.zeros_like(p.grad) if since is None else since
+            tolerance = 1e-5 * (float(p.grad.abs().max()) + 1e-12)
+            carried = float((p.grad - kept - since).abs().max()) <= tolerance < float((p.grad - since).abs().max())
+            if not carried:
+                return
+            compared += 1
+        if compared:
+            self.stale += 1
+            self.first_stale = self.first_stale or self.steps
+
+    def after(self, optimizer, args, kwargs):
+        for p in self.parameters(optimizer):
+            if id(p) not in self.watched:
+                self.watched[id(p)] = p.register_hook(functools.partial(self.arrived, id(p)))
+            self.used[id(p)] = None if p.grad is None else p.grad.detach().clone()
+            self.since[id(p)] = None
+
+    def arrived(self, key: int, grad):
+        total = self.since.get(key)
+        self.since[key] = grad.detach().clone() if total is None else total + grad.detach()
+        return None
+
+    def called(self, module, args):
+        import torch
+
+        if module.training and not torch.is_grad_enabled() and isinstance(getattr(module, "running_mean", None),
+                                                                           torch.Tensor):
+            self.train_mode_no_grad += 1
+        return None
+
+    def summary(self) -> dict:
+        return {"count": self.steps, "stale": self.stale, "first_stale": self.first_stale,
+                "train_mode_no_grad": self.train_mode_no_grad}
 
 
 class _QuietProgress:

@@ -18,35 +18,34 @@ same way. Backbone BatchNorm buffers that drift while the head trains (the cours
 leaves the model in train mode, which updates them) are accepted with an advisory; under
 --strict a frozen backbone must keep them.
 
-The helpers that find and run a submission's own `train(args)` (`own_train`,
-`run_own_train`, ...) are shared with the SimpleMLP training checks of `test_modules`.
+The helpers that find, run and judge a submission's own `train(args)` are in
+`conformance.training`, shared with the SimpleMLP training checks of `test_modules`.
 """
 
 from __future__ import annotations
 
-import ast
 import functools
-import math
 import weakref
 from dataclasses import dataclass
 
-import pytest
 import torch
 import torch.nn.functional as F
 from hypothesis import example, given, seed
 from hypothesis import strategies as st
 
 from conformance.areas import area, requires
-from conformance.budgets import FE_HEAD, FE_OWN, Training
+from conformance.budgets import FE_HEAD, FE_OWN
 from conformance.compare import fail, tensor_of
 from conformance.course import probes
-from conformance.plugin import GIVEN
 from conformance.probing import Entry, set_mode, state_entries
+from conformance.training import (
+    accuracy, describe_losses, judge_own_run, loss_fell, run_own_train, skip_unless_own_train,
+)
 from fixtures.digits import N_CLASSES, resnet_digits
 from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL
 from fixtures.standin import pretrained_resnet34, pretrained_source, pretrained_values
 from under_test.sandbox import SubmissionRaised, WorkerDied
-from under_test.wire import Handle, Returned, WireError
+from under_test.wire import Handle, WireError
 
 pytestmark = [area("feature_extraction")]
 
@@ -62,8 +61,6 @@ MIN_HEAD_ACCURACY = 0.40  # chance is 0.10; a linear head on the frozen stand-in
 RESNET_ARGS_DEFAULTS = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-3, "n_classes": N_CLASSES}
 MIN_OWN_ACCURACY = 0.25  # with the course's lr=1e-3 a correct train reaches about 0.73
 SLOW_CALL = 60.0  # building a full ResNet34, or one forward over the held-out digits: about a second each
-LOSS_WINDOW = 3
-LOSS_DROP = 0.75  # the mean of the last losses must be at most this fraction of the mean of the first ones
 
 FRESH_HEAD_HINT = ("build the model in this order: my_resnet = ResNet34(); copy_weights(my_resnet, pretrained) "
                    "(the default ResNet34 has the 1000-class head the pretrained weights need); "
@@ -187,6 +184,8 @@ def built(sandbox, n_classes: int) -> Built:
                                           timeout=SLOW_CALL)["value"]
         except (SubmissionRaised, WorkerDied, WireError) as error:
             entry.stopped = error
+        if entry.stopped is None:  # the memo holds plain data: the model itself (87 MB) is not needed again
+            sandbox.release(handle)
         builds[n_classes] = entry
     return builds[n_classes]
 
@@ -274,24 +273,6 @@ def eval_outputs(sandbox, handle: Handle, x: torch.Tensor, what: str) -> torch.T
     return tensor_of(sandbox.request("call", handle, (x,), {}, no_grad=True, timeout=SLOW_CALL)["value"], what)
 
 
-def accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
-    return float((outputs.argmax(dim=-1) == labels).to(torch.float64).mean())
-
-
-def loss_fell(losses: list[float], window: int = LOSS_WINDOW, drop: float = LOSS_DROP) -> bool:
-    if len(losses) < 2 * window or not all(math.isfinite(v) for v in losses):
-        return False
-    first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    return last <= drop * first
-
-
-def describe_losses(losses: list[float]) -> str:
-    shown = [f"{v:.3g}" for v in losses]
-    if len(shown) > 12:
-        shown = shown[:6] + ["..."] + shown[-6:]
-    return f"[{', '.join(shown)}] ({len(losses)} batches)"
-
-
 def judge_buffers(moved: list[str], strict: bool, advise, when: str) -> None:
     if not moved:
         return
@@ -299,147 +280,6 @@ def judge_buffers(moved: list[str], strict: bool, advise, when: str) -> None:
     if strict:
         fail(f"{note}. {STRICT_DRIFT}")
     advise(DRIFT_NOTE)
-
-
-# ---- the submission's own train(args) (shared with test_modules) ------------------------------------------
-
-RESNET_NAMES = frozenset({SUBJECT, "get_cifar", "get_cifar_subset", "ResNet34", "copy_weights", "ResNetTrainingArgs"})
-MLP_NAMES = frozenset({"SimpleMLP", "get_mnist", "SimpleMLPTrainingArgs"})
-ARGS_CLASS = {"resnet": "ResNetTrainingArgs", "mlp": "SimpleMLPTrainingArgs"}
-
-
-@dataclass(frozen=True)
-class OwnTrain:
-    """The submission's last `train`, read from its source: which course loop it is, which args class it takes."""
-
-    kind: str  # "resnet" (feature extraction) or "mlp" (SimpleMLP on MNIST)
-    args_class: str
-    where: str
-
-
-def _annotation_name(node: ast.expr | None) -> str:
-    if isinstance(node, ast.Name):
-        return node.id
-    if isinstance(node, ast.Attribute):
-        return node.attr
-    if isinstance(node, ast.Constant) and isinstance(node.value, str):
-        return node.value.strip().rpartition(".")[2]
-    return ""
-
-
-def own_train(program) -> OwnTrain | str:
-    """What the submission's `train` is, decided statically; a string says why it is not run."""
-    definition = program.last("train")
-    if definition is None:
-        return "the submission defines no train(args)"
-    if definition.stub:
-        return "train(args) is only the course's stub"
-    node = definition.node
-    if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-        return f"train ({definition.where}) is not a function"
-    positional = node.args.posonlyargs + node.args.args
-    required = len(positional) - len(node.args.defaults)
-    if not positional or required > 1 or any(d is None for d in node.args.kw_defaults):
-        signature = ", ".join(a.arg for a in positional)
-        return (f"the last train ({definition.where}) is train({signature}), not the course's train(args); "
-                "it is not run")
-    annotation = _annotation_name(positional[0].annotation)
-    used = {n.id for n in ast.walk(node) if isinstance(n, ast.Name)}
-    if annotation == ARGS_CLASS["resnet"] or (annotation not in MLP_NAMES and used & RESNET_NAMES
-                                               and not used & MLP_NAMES):
-        kind = "resnet"
-    elif annotation == ARGS_CLASS["mlp"] or (used & MLP_NAMES and not used & RESNET_NAMES):
-        kind = "mlp"
-    else:
-        return (f"the last train(args) ({definition.where}) could not be told to be the feature-extraction or the "
-                "SimpleMLP loop (no ResNetTrainingArgs/SimpleMLPTrainingArgs annotation, and it uses the names of "
-                "both or neither)")
-    args_class = annotation if annotation and annotation[0].isupper() else ARGS_CLASS[kind]
-    return OwnTrain(kind, args_class, definition.where)
-
-
-def skip_unless_own_train(program, kind: str) -> OwnTrain:
-    """The submission's own train of this kind, or the check is reported `given` (not graded)."""
-    plan = own_train(program)
-    if isinstance(plan, str):
-        pytest.skip(f"{GIVEN}{plan}; the harness's own training checks stand in for it")
-    if plan.kind != kind:
-        other = {"resnet": "the feature-extraction train(args)", "mlp": "the SimpleMLP train(args)"}[plan.kind]
-        pytest.skip(f"{GIVEN}the last train(args) ({plan.where}) is {other}, graded by its own check")
-    return plan
-
-
-def _number(value: object) -> float | None:
-    if type(value) in (float, int):
-        return float(value)
-    if isinstance(value, Returned) and value.type == "torch.Tensor" and value.tensor.numel() == 1 \
-            and value.tensor.is_floating_point():
-        return float(value.tensor.reshape(()))
-    return None
-
-
-def loss_list(value: object) -> list[float] | None:
-    if not isinstance(value, list) or not value:
-        return None
-    numbers = [_number(v) for v in value]
-    return None if any(n is None for n in numbers) else numbers
-
-
-@dataclass
-class OwnRun:
-    model: Handle
-    losses: list[float] | None
-    call: str
-
-
-def run_own_train(sandbox, plan: OwnTrain, datasets: tuple, defaults: dict, advise, budget: Training) -> OwnRun | None:
-    """Run the submission's train(args) on `datasets` with the short `budget`; its model and loss list.
-
-    None (with an advisory) when train returns nothing, as older templates do (they plot instead):
-    it ran without an error, and there is no model to judge.
-    """
-    overrides = {"epochs": budget.epochs, "batch_size": budget.batch}
-    try:
-        result, used = sandbox.run_train(datasets, args_class=plan.args_class, overrides=overrides,
-                                         defaults=defaults)
-    except SubmissionRaised as error:
-        shown = ", ".join(f"{k}={v}" for k, v in overrides.items())
-        note = (f"train(args) ({plan.where}) raised, run with {plan.args_class} ({shown}) on {len(datasets[0])} "
-                "digits that get_cifar / get_cifar_subset / get_mnist return.")
-        if "does not require grad" in error.message:
-            note += (" Nothing the loss depends on requires grad: the head was frozen together with the backbone "
-                     "(freeze first, then create the new head)")
-        error.add_note(note)
-        raise
-    shown = ", ".join(f"{k}={v!r}" for k, v in used["fields"].items())
-    built = used["type"].rpartition(".")[2]
-    call = f"train({plan.args_class}({shown}))" if built == plan.args_class else \
-        f"train(args) with args = SimpleNamespace({shown}) ({plan.args_class} is not defined; the course's defaults)"
-    if result is None:
-        advise(f"{call}, run on digits with the course's data helpers, ran without an error but returned nothing, "
-               "so the model it trained could not be judged; the course's train returns (loss_list, "
-               "accuracy_list, model)")
-        return None
-    items = list(result) if isinstance(result, (tuple, list)) else [result]
-    models = [v for v in items if isinstance(v, Handle)]
-    if isinstance(result, Handle):
-        return OwnRun(result, None, call)
-    if not isinstance(result, tuple) or not models:
-        fail(f"{call}, run on digits with the course's data helpers, returned {_shape_of(result)}; the course's "
-             "train returns the model, (loss_list, model) or (loss_list, accuracy_list, model)")
-    losses = loss_list(items[0]) if len(items) >= 2 else None
-    return OwnRun(models[-1], losses, call)
-
-
-def _shape_of(value: object) -> str:
-    if isinstance(value, Handle):
-        return f"a {value.type}"
-    if isinstance(value, Returned):
-        return f"a tensor of shape {tuple(value.tensor.shape)}"
-    if isinstance(value, (tuple, list)):
-        inner = ", ".join(_shape_of(v) for v in value[:4])
-        return f"a {type(value).__name__} ({inner}{', ...' if len(value) > 4 else ''})"
-    return f"{type(value).__name__} {value!r:.60}"
 
 
 # ---- checks -------------------------------------------------------------------------------------------
@@ -579,7 +419,8 @@ def test_feature_extraction_own_train_trains_only_the_head(sandbox, program, str
              "optimizer only the head's parameters, e.g. Adam(model.out_layers[-1].parameters())")
     outputs = eval_outputs(sandbox, run.model, x_held, f"{what}, in eval mode on {len(y_held)} held-out digits")
     score = accuracy(outputs, y_held)
-    if run.losses is not None and not loss_fell(run.losses):
+    judge_own_run(run, outputs, y_held, len(train), advise)
+    if run.losses and not loss_fell(run.losses):
         fail(f"{run.call}, run on {len(train)} digits: its loss list does not fall: {describe_losses(run.losses)} "
              f"(held-out accuracy {score:.1%}). Each step must compute F.cross_entropy(model(imgs), labels), then "
              "loss.backward(), optimizer.step(), optimizer.zero_grad()")

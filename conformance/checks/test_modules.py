@@ -660,10 +660,10 @@ def test_simple_mlp_cross_entropy_gradients(sandbox, case):
 # mode) in the sandbox worker on scikit-learn's digits as 1x28x28 MNIST-normalised images (`fixtures.digits`),
 # then judges from plain data: the loss of every batch and the eval-mode outputs on held-out digits. The
 # submission's own SimpleMLP train(args), when it is the last `train`, runs on the same digits with a short
-# budget (helpers shared with `test_feature_extraction`).
+# budget (`conformance.training`, shared with `test_feature_extraction`).
 
-from conformance.checks.test_feature_extraction import (  # noqa: E402
-    accuracy, describe_losses, loss_fell, run_own_train, skip_unless_own_train,
+from conformance.training import (  # noqa: E402
+    accuracy, describe_losses, judge_own_run, loss_fell, run_own_train, skip_unless_own_train,
 )
 from conformance.budgets import MLP, MLP_OWN  # noqa: E402
 from fixtures.digits import mnist_digits  # noqa: E402
@@ -734,7 +734,8 @@ def test_simple_mlp_training_own_train_on_digits(sandbox, program, advise):
     outputs = mlp_outputs(sandbox, run.model, x_held, f"{what}, in eval mode on {len(y_held)} held-out digits")
     held_loss, score = float(F.cross_entropy(outputs, y_held)), accuracy(outputs, y_held)
     summary = f"held-out cross-entropy of its logits {held_loss:.3f}, accuracy {score:.1%} (chance 10%)"
-    if run.losses is not None:
+    judge_own_run(run, outputs, y_held, len(train), advise)
+    if run.losses:
         if not loss_fell(run.losses):
             fail(f"{run.call}, run on {len(train)} digits: its loss list does not fall: {describe_losses(run.losses)}; "
                  f"{summary}. Each step computes loss = F.cross_entropy(model(imgs), labels), then loss.backward(), "
