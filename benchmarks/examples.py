@@ -66,7 +66,7 @@ def measure(bug, limit: int) -> dict:
     from hypothesis import settings
 
     from conformance import budgets
-    from conformance.cli import fork_harness
+    from conformance.launch import fork_harness, harness_argv
 
     with tempfile.TemporaryDirectory() as tmp:
         path = bug.write(Path(tmp))
@@ -77,9 +77,8 @@ def measure(bug, limit: int) -> dict:
             budgets.EXAMPLES.clear()  # every check runs up to `limit` examples while they are counted
             recorder = FirstFailure()
             selection = ["-k", " or ".join(bug.checks)] if bug.checks else []
-            pytest.main(["--pyargs", f"conformance.checks.test_{bug.area}", "--impl", str(path), "-q",
-                         "-p", "no:cacheprovider", "-p", "no:randomly", "--hypothesis-profile=examples",
-                         f"--area={bug.area}", *selection], plugins=[recorder])
+            pytest.main(harness_argv(path, modules=[f"conformance.checks.test_{bug.area}"], areas=[bug.area],
+                                     profile="examples", extra=["-q", *selection]), plugins=[recorder])
             out.write_text(json.dumps(recorder.records))
             return 0
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import functools
 import json
 import os
 import shutil
@@ -20,15 +19,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from under_test import processes, zygote
+from under_test import processes
 from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
-from . import classreport, journal, progress, provenance, report
+from . import classreport, journal, launch, progress, provenance, report
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -91,27 +89,12 @@ def _common(parser: argparse.ArgumentParser) -> None:
                              f"(default {DEFAULT_LOAD_TIMEOUT:g})")
 
 
-def _pytest_command(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
-    return [sys.executable, "-m", "pytest", *_pytest_arguments(impl, options, ini)]
-
-
-def _pytest_arguments(impl: Path, options: argparse.Namespace, ini: Path) -> list[str]:
-    command = ["--pyargs", "conformance.checks", "--impl", str(impl),
-               "-c", str(ini), "--rootdir", str(ini.parent), "-p", "no:cacheprovider",
-               "-p", "no:unraisableexception",  # its closing garbage collections cost half a second
-               "--assert=plain",  # the checks report through `fail`, never a bare assert: nothing to rewrite
-               f"--hypothesis-profile={options.profile}", f"--probe-timeout={options.probe_timeout}",
-               f"--memory-mb={options.memory_mb}", f"--load-timeout={options.load_timeout}"]
-    command += ["--strict-conventions"] if options.strict else []
-    command += [f"--alias={pair}" for pair in options.alias]
-    return command
-
-
-def _isolated_ini(directory: Path) -> Path:
-    """An empty pytest configuration, so no conftest or ini of the caller's tree interferes."""
-    ini = directory / "pytest.ini"
-    ini.write_text("[pytest]\n")
-    return ini
+def _options(options: argparse.Namespace) -> list[str]:
+    """The grading options of the command line as the harness's pytest options."""
+    argv = [f"--probe-timeout={options.probe_timeout}", f"--memory-mb={options.memory_mb}",
+            f"--load-timeout={options.load_timeout}"]
+    argv += ["--strict-conventions"] if options.strict else []
+    return argv + [f"--alias={pair}" for pair in options.alias]
 
 
 def _check(options: argparse.Namespace, extra: list[str]) -> int:
@@ -123,9 +106,9 @@ def _check(options: argparse.Namespace, extra: list[str]) -> int:
     for problem in source.problems:
         print(f"conformance: {problem}", file=sys.stderr)
     with tempfile.TemporaryDirectory() as tmp:
-        command = _pytest_command(Path(options.path).resolve(), options, _isolated_ini(Path(tmp)))
-        command += [f"--area={a}" for a in options.area] + extra
-        return subprocess.call(command)
+        argv = launch.harness_argv(Path(options.path).resolve(), areas=options.area, profile=options.profile,
+                                   ini=launch.isolated_ini(Path(tmp)), options=_options(options), extra=extra)
+        return subprocess.call([sys.executable, "-m", "pytest", *argv])
 
 
 def _gradescope(options: argparse.Namespace, extra: list[str]) -> int:
@@ -252,24 +235,6 @@ def _kept(name: str, path: Path, directory: Path, profile: str, chosen: dict) ->
         return None
 
 
-@functools.cache
-def _import_harness() -> None:
-    """Import the harness once (when harnesses are forked from this process: no zygote to clone them)."""
-    import importlib
-
-    import torch
-
-    torch.set_num_threads(1)  # before any fork: one thread per harness, and no thread pool to inherit
-    import pytest  # noqa: F401
-
-    from under_test import sandbox
-
-    from . import plugin  # noqa: F401 - registers the Hypothesis profiles
-    for area_id in AREAS:
-        importlib.import_module(f"conformance.checks.test_{area_id}")
-    sandbox.standin_cache()
-
-
 @dataclass
 class _Part:
     """One harness grading some of a submission's areas (all of them unless the submission was split)."""
@@ -293,11 +258,6 @@ class _Running:
         return [part for part in self.parts if part.error is None]
 
 
-#: The only pytest plugins a grade's harness loads (by entry-point name): importing every other installed one costs
-#: half a second per harness.
-HARNESS_PLUGINS = ("--disable-plugin-autoload", "-p", "conformance", "-p", "hypothesispytest")
-
-
 def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace, split: bool = False) -> _Running:
     """Start the harness(es) for one submission: pytest sessions of their own, each in its own process group.
 
@@ -311,71 +271,16 @@ def _launch(name: str, path: Path, directory: Path, options: argparse.Namespace,
     parts: list[_Part] = []
     for index, areas in enumerate(groups):
         tmp = Path(tempfile.mkdtemp(prefix="conformance-grade-"))
-        arguments = _pytest_arguments(path, options, _isolated_ini(tmp)) + \
-            ["--checks-json", str(tmp / "checks.jsonl"), "-q", "-p", "no:randomly", *HARNESS_PLUGINS] + \
-            [f"--area={a}" for a in areas]
+        extra = ["--checks-json", str(tmp / "checks.jsonl"), "-q", *launch.HARNESS_PLUGINS]
         if index:
-            arguments.append(f"--earlier-areas-json={tmp / 'earlier.json'}")
+            extra.append(f"--earlier-areas-json={tmp / 'earlier.json'}")
+        arguments = launch.harness_argv(path, areas=areas, profile=options.profile, ini=launch.isolated_ini(tmp),
+                                        options=_options(options), extra=extra)
         log = directory / ("log.txt" if not index else f"log-{'-'.join(areas)}.txt")
-        pid = _start_harness(arguments, log, tmp)
+        pid = launch.start_harness(arguments, log, tmp)
         processes.LIVE.add(pid)
         parts.append(_Part(pid, tmp, log))
     return _Running(name, path, directory, time.monotonic(), parts)
-
-
-def _start_harness(arguments: list[str], log: Path, tmp: Path) -> int:
-    """A harness running pytest with `arguments`; its pid (a child of this process).
-
-    Cloned by this process's zygote: it starts with torch and torchvision imported, imports the rest of the harness
-    (0.7 s), and forks its own workers' zygote from itself before that, for free. Without a zygote, it is a fork of
-    this process, which then imports the harness once.
-    """
-    template = processes.own_zygote()
-    if template is not None:
-        try:
-            return template.harness(arguments, _harness_env(tmp), str(tmp), str(log.resolve()))  # not our folder
-        except zygote.Unavailable:
-            pass
-    _import_harness()
-    return fork_harness(lambda: run_harness(arguments), log, tmp)
-
-
-def _harness_env(cwd: Path) -> dict[str, str]:
-    return dict(os.environ, HYPOTHESIS_STORAGE_DIRECTORY=str(Path(cwd) / ".hypothesis"))  # not the caller's folder
-
-
-def run_harness(arguments: list[str]) -> int:
-    """A harness's pytest session (in a clone or a fork of `conformance grade`)."""
-    import torch
-
-    torch.set_num_threads(1)
-    import pytest
-
-    return int(pytest.main(arguments))
-
-
-def fork_harness(run: Callable[[], int], log: Path, cwd: Path) -> int:
-    """Run `run()` (a pytest session) in a fork of this process, which has imported the harness already; return
-    the child's pid. The child has its own process group, writes its output to `log`, works in `cwd` (Hypothesis's
-    storage too), adopts its own workers' orphans, and exits with `run()`'s status."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    pid = os.fork()
-    if pid:
-        return pid
-    code = 3
-    try:
-        os.setsid()
-        fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-        os.dup2(fd, 1)
-        os.dup2(fd, 2)
-        os.chdir(cwd)
-        os.environ.update(_harness_env(cwd))
-        processes.LIVE.clear()
-        processes.forget_subreaper()  # the flag is not inherited: ask again
-        code = run()
-    finally:
-        os._exit(code)
 
 
 def _poll(job: _Running, timeout: float) -> bool:

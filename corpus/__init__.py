@@ -124,8 +124,8 @@ def area_names() -> dict[str, set[str]]:
               "            area = item.get_closest_marker('area').args[0]\n"
               "            self.found.setdefault(area, set()).update(\n"
               "                n for m in item.iter_markers('requires') for n in m.args)\n"
-              "pytest.main(['--pyargs', 'conformance.checks', '--impl', 'reference', '--collect-only', '-q',\n"
-              "             '-p', 'no:cacheprovider'], plugins=[Names()])\n"
+              "from conformance.launch import harness_argv\n"
+              "pytest.main(harness_argv('reference', extra=['--collect-only', '-q']), plugins=[Names()])\n"
               "sys.stderr.flush()\n"
               "print('NAMES' + json.dumps({k: sorted(v) for k, v in Names.found.items()}))\n")
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, check=True).stdout
@@ -163,16 +163,17 @@ def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "
     instead of a new interpreter: the same checks, seconds less per run. The
     submission's code still runs only in the sandbox worker the harness starts.
     """
+    from conformance.launch import harness_argv, run_forked
+
     results = out / "results.json"
     # Collect only the areas' own check modules (collecting every module imports scikit-image,
     # scikit-learn and the rest, seconds per run).
     modules = [f"conformance.checks.test_{area}" for area in areas] or ["conformance.checks"]
-    arguments = ["--pyargs", *modules, "--impl", str(impl), "--results-json", str(results), "-q",
-                 "-p", "no:cacheprovider", "-p", "no:randomly", f"--hypothesis-profile={profile}",
-                 *[f"--area={a}" for a in areas], *extra]
+    arguments = harness_argv(impl, modules=modules, areas=areas, profile=profile, results_json=results,
+                             extra=["-q", *extra])
     log = out / "harness.log"
     if fork:
-        _run_forked(arguments, log)
+        run_forked(arguments, log, ROOT)
     else:
         with open(log, "w") as handle:
             subprocess.run([sys.executable, "-m", "pytest", *arguments], stdout=handle, stderr=subprocess.STDOUT,
@@ -180,16 +181,6 @@ def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "
     if not results.exists():
         raise RuntimeError(f"no results from pytest {' '.join(arguments)}:\n{log.read_text()[-4000:]}")
     return json.loads(results.read_text())
-
-
-def _run_forked(arguments: list[str], log: Path) -> None:
-    import os
-
-    import pytest
-
-    from conformance.cli import fork_harness
-
-    os.waitpid(fork_harness(lambda: int(pytest.main(arguments)), log, ROOT), 0)
 
 
 def main(argv: list[str]) -> int:

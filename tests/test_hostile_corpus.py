@@ -29,8 +29,8 @@ CONTROL = "control_correct_blocks.py"
 OPTIONS = ["--profile", "corpus", "--probe-timeout", "3", "--load-timeout", "5", "--timeout", "300"]
 # The tools' own folders: the tests running beside this one write Hypothesis's and ruff's caches into the checkout
 # (a new constants file for each edited source file).
-SKIP_IN_REPO = (".git", ".venv", ".tox", ".hypothesis", ".ruff_cache", ".pytest_cache", "graded",
-                "cnn_conformance.egg-info")
+SKIP_IN_REPO = (".git", ".venv", ".tox", ".hypothesis", ".ruff_cache", ".import_linter_cache", ".pytest_cache",
+                "graded", "cnn_conformance.egg-info")
 LEFT_RUNNING = ("sleep 3141", "sleep 3142")  # what background_process.py starts
 
 

@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 
+from conformance.launch import harness_argv
 from corpus import ROOT, Bug, grade, load_bugs
 
 BUGS = {bug.id: bug for bug in load_bugs()}
@@ -29,8 +30,8 @@ def test_an_exception_in_the_harness_is_a_harness_error_not_a_failure(tmp_path):
             fail("the values differ")
     """))
     results = tmp_path / "results.json"
-    run = subprocess.run([sys.executable, "-m", "pytest", str(checks), "--impl", str(ROOT / "reference"),
-                          "--results-json", str(results), "-p", "no:cacheprovider", "-q"],
+    run = subprocess.run([sys.executable, "-m", "pytest",
+                          *harness_argv(ROOT / "reference", modules=[str(checks)], results_json=results, extra=["-q"])],
                          capture_output=True, text=True, cwd=tmp_path)
     data = json.loads(results.read_text())
     outcomes = {t["name"]: t for t in data["tests"] if t["tags"][0] == "pooling"}

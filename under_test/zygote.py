@@ -19,6 +19,7 @@ makes the sandbox start its worker from scratch instead: slower, never a differe
 from __future__ import annotations
 
 import collections
+import importlib
 import json
 import os
 import select
@@ -160,13 +161,15 @@ class Zygote:
         template.pending, template.dead = collections.deque(), None
         return template
 
-    def harness(self, argv: list[str], env: dict[str, str], cwd: str, log: str) -> int:
-        """Clone a harness (`conformance.cli.run_harness(argv)`, its output on `log`); its pid, once it leads its
-        own process group. It is this process's child, and starts with torch imported."""
+    def harness(self, entry: str, argv: list[str], env: dict[str, str], cwd: str, log: str) -> int:
+        """Clone a process that runs `entry(argv)` (a "module:function" its caller names, which imports what it
+        needs), its output on `log`; its pid, once it leads its own process group. It is this process's child, and
+        starts with torch imported."""
         if self.dead:
             raise Unavailable(self.dead)
         try:
-            self.sock.send(json.dumps({"kind": "harness", "argv": argv, "env": env, "cwd": cwd, "log": log}).encode())
+            self.sock.send(json.dumps({"kind": "harness", "entry": entry, "argv": argv, "env": env, "cwd": cwd,
+                                       "log": log}).encode())
         except OSError as error:
             self._died(f"the zygote is gone ({error})")
             raise Unavailable(self.dead) from None
@@ -443,7 +446,7 @@ def _warm() -> None:
 
 def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
     """In a clone made for `conformance grade`: fork this harness's own zygote (this process as it is now: torch
-    imported, nothing of the harness yet), then import the harness and run it."""
+    imported, nothing of the harness yet), then run the entry point the request names, which imports the harness."""
     def body() -> int:
         log = os.open(str(request["log"]), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         _take_over(sock, ready, {1: log, 2: log}, str(request["cwd"]), dict(request["env"]))
@@ -460,9 +463,8 @@ def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
         from . import processes
 
         processes.adopt_zygote(pid, mine)
-        from conformance.cli import run_harness
-
-        return run_harness(list(request["argv"]))
+        module, _, function = str(request["entry"]).partition(":")
+        return int(getattr(importlib.import_module(module), function)(list(request["argv"])))
 
     _run_clone(body)
 
