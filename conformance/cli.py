@@ -23,10 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from under_test import processes
-from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT
 from under_test.source import SubmissionError, read_submission, submission_name
 
 from . import classreport, journal, launch, progress, provenance, report
+from . import options as grading
 from .areas import AREAS
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
@@ -69,32 +69,21 @@ def main(argv: list[str] | None = None) -> int:
     options, extra = parser.parse_known_args(argv)
     if extra and options.command != "check":
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    for pair in getattr(options, "alias", []):
-        if "=" not in pair or not all(p.strip() for p in pair.split("=", 1)):
-            parser.error(f"--alias takes OLD=NEW, got {pair!r}")
+    try:
+        grading.parse_aliases(getattr(options, "aliases", []))
+    except ValueError as error:
+        parser.error(str(error))
     return options.run(options, extra)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--strict", action="store_true", help="require PyTorch's conventions where ARENA differs")
-    parser.add_argument("--alias", action="append", default=[], metavar="OLD=NEW",
-                        help="grade the submission's OLD as NEW (repeatable)")
+    grading.add_to_argparse(parser)
     parser.add_argument("--profile", default="conformance", choices=PROFILES, help="Hypothesis profile")
-    parser.add_argument("--probe-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                        help=f"wall time of one call into the submission (default {DEFAULT_TIMEOUT:g})")
-    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
-                        help=f"memory cap of the submission's worker (default {DEFAULT_MEMORY_MB})")
-    parser.add_argument("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, metavar="SECONDS",
-                        help="wall time of one top-level definition while loading the submission "
-                             f"(default {DEFAULT_LOAD_TIMEOUT:g})")
 
 
 def _options(options: argparse.Namespace) -> list[str]:
     """The grading options of the command line as the harness's pytest options."""
-    argv = [f"--probe-timeout={options.probe_timeout}", f"--memory-mb={options.memory_mb}",
-            f"--load-timeout={options.load_timeout}"]
-    argv += ["--strict-conventions"] if options.strict else []
-    return argv + [f"--alias={pair}" for pair in options.alias]
+    return grading.pytest_argv(grading.from_namespace(options))
 
 
 def _check(options: argparse.Namespace, extra: list[str]) -> int:
@@ -131,8 +120,7 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
     submissions, unreadable = _submissions(options)
     for message in unreadable:
         print(f"conformance: {message}", file=sys.stderr)
-    chosen = provenance.options(strict=options.strict, aliases=options.alias, probe_timeout=options.probe_timeout,
-                                memory_mb=options.memory_mb, load_timeout=options.load_timeout)
+    chosen = grading.provenance(grading.from_namespace(options))
     rows, waiting = [], []
     for name, path in submissions:
         kept = None if options.force else _kept(name, path, out / name, options.profile, chosen)

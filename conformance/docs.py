@@ -1,8 +1,9 @@
-"""The parts of `docs/interface.md` that `conformance/areas.py` declares: the areas and the rubric.
+"""The parts of the documents that the code declares: the areas and the rubric (`conformance/areas.py`) in
+docs/interface.md, and the grading options (`conformance/options.py`) in docs/interface.md and the README.
 
-They are written from `AREAS`, `RUBRIC` and `GATE_MIN_ITEMS`, never by hand, so the document cannot drift
-from what the checks, the reports and the gate read. `python -m conformance.docs` rewrites them in place;
-`tests/test_docs.py` fails when the file is out of step.
+They are written from `AREAS`, `RUBRIC`, `GATE_MIN_ITEMS` and `options.GRADING`, never by hand, so the documents
+cannot drift from what the checks, the reports, the gate and the command line read. `python -m conformance.docs`
+rewrites them in place; `tests/test_docs.py` fails when a file is out of step.
 """
 
 from __future__ import annotations
@@ -11,10 +12,14 @@ import ast
 import sys
 from pathlib import Path
 
+from . import options
 from .areas import AREAS, GATE_MIN_ITEMS, RUBRIC
 
 INTERFACE = Path(__file__).resolve().parent.parent / "docs" / "interface.md"
+README = Path(__file__).resolve().parent.parent / "README.md"
 BEGIN, END = "<!-- generated from conformance/areas.py: begin -->", "<!-- generated from conformance/areas.py: end -->"
+OPTIONS_BEGIN, OPTIONS_END = ("<!-- generated from conformance/options.py: begin -->",
+                              "<!-- generated from conformance/options.py: end -->")
 
 
 CHECKS = Path(__file__).resolve().parent / "checks"
@@ -55,18 +60,29 @@ def tables() -> str:
     return "\n".join(lines)
 
 
-def render(text: str) -> str:
-    """`text` with the generated part between its markers replaced by the current tables."""
-    head, found, rest = text.partition(BEGIN)
-    _, found_end, tail = rest.partition(END)
+def _between(text: str, begin: str, end: str, body: str, where: Path) -> str:
+    head, found, rest = text.partition(begin)
+    _, found_end, tail = rest.partition(end)
     if not found or not found_end:
-        raise ValueError(f"{INTERFACE} lacks the markers {BEGIN!r} and {END!r}")
-    return f"{head}{BEGIN}\n{tables()}\n{END}{tail}"
+        raise ValueError(f"{where} lacks the markers {begin!r} and {end!r}")
+    return f"{head}{begin}\n{body}\n{end}{tail}"
+
+
+def render(text: str) -> str:
+    """docs/interface.md's `text` with its generated parts replaced by the current tables."""
+    text = _between(text, BEGIN, END, tables(), INTERFACE)
+    return _between(text, OPTIONS_BEGIN, OPTIONS_END, options.markdown(), INTERFACE)
+
+
+def render_readme(text: str) -> str:
+    """The README's `text` with its table of grading options replaced by the current one."""
+    return _between(text, OPTIONS_BEGIN, OPTIONS_END, options.markdown(), README)
 
 
 def main() -> int:
     INTERFACE.write_text(render(INTERFACE.read_text()))
-    print(f"wrote {INTERFACE}")
+    README.write_text(render_readme(README.read_text()))
+    print(f"wrote {INTERFACE} and {README}")
     return 0
 
 

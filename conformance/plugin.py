@@ -21,12 +21,13 @@ from hypothesis import HealthCheck, Phase, settings
 from hypothesis.internal.conjecture import engine
 
 from under_test.loader import Program, extract
-from under_test.processes import DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, stop_zygote
+from under_test.processes import stop_zygote
 from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.source import SubmissionError
 from under_test.wire import WireError
 
 from . import budgets, journal, provenance, report, repro, rootcause
+from . import options as grading
 from .areas import AREAS, GIVEN, MISSING, items_of
 from .compare import CheckFailure
 
@@ -55,16 +56,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group = parser.getgroup("conformance", "CNN & ResNet conformance checks")
     group.addoption("--impl", metavar="PATH", help="the implementation to check: a .py file, an .ipynb notebook "
                     "or a directory (use `--impl reference` for the project's own reference)")
-    group.addoption("--alias", metavar="OLD=NEW", action="append", default=[],
-                    help="use the submission's OLD as NEW (repeatable)")
-    group.addoption("--strict-conventions", action="store_true", dest="conformance_strict",
-                    help="require PyTorch's conventions where ARENA differs (`conformance ... --strict`)")
-    group.addoption("--probe-timeout", type=float, default=DEFAULT_TIMEOUT, metavar="SECONDS",
-                    help=f"wall-time limit of one call into the submission (default {DEFAULT_TIMEOUT:g})")
-    group.addoption("--memory-mb", type=int, default=DEFAULT_MEMORY_MB,
-                    help=f"memory the submission's worker may use (default {DEFAULT_MEMORY_MB})")
-    group.addoption("--load-timeout", type=float, default=DEFAULT_LOAD_TIMEOUT, metavar="SECONDS",
-                    help=f"wall-time limit of one top-level definition while loading (default {DEFAULT_LOAD_TIMEOUT:g})")
+    grading.add_to_pytest(group)
     group.addoption("--area", action="append", default=[], metavar="AREA", dest="conformance_areas",
                     help=f"run only this area's checks (repeatable): {', '.join(AREAS)}")
     group.addoption("--results-json", metavar="PATH", help="write the graded results (docs/interface.md, section 6) here")
@@ -76,13 +68,10 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def parse_aliases(pairs: list[str]) -> dict[str, str]:
-    aliases = {}
-    for pair in pairs:
-        old, sep, new = pair.partition("=")
-        if not sep or not old.strip() or not new.strip():
-            raise pytest.UsageError(f"--alias takes OLD=NEW, got {pair!r}")
-        aliases[old.strip()] = new.strip()
-    return aliases
+    try:
+        return grading.parse_aliases(pairs)
+    except ValueError as error:
+        raise pytest.UsageError(str(error)) from None
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -115,9 +104,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def new_sandbox(config: pytest.Config) -> Sandbox:
-    return Sandbox(config.getoption("impl"), aliases=parse_aliases(config.getoption("alias")),
-                   timeout=config.getoption("probe_timeout"), memory_mb=config.getoption("memory_mb"),
-                   load_timeout=config.getoption("load_timeout"))
+    values = grading.from_config(config)
+    parse_aliases(values["aliases"])  # a usage error, said as one
+    return Sandbox(config.getoption("impl"), **grading.sandbox_kwargs(values))
 
 
 _RESULTS = pytest.StashKey[dict]()
@@ -208,7 +197,7 @@ def program(pytestconfig: pytest.Config) -> Program:
 
 @pytest.fixture(scope="session")
 def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
-    return parse_aliases(pytestconfig.getoption("alias"))
+    return parse_aliases(pytestconfig.getoption("conformance_aliases"))
 
 
 @pytest.fixture(scope="session")

@@ -50,6 +50,7 @@ def describe(config) -> dict:
     from fixtures.standin import STANDIN_SHA256, pretrained_source
 
     from . import budgets
+    from . import options as grading
 
     active = settings.default
     source = pretrained_source()
@@ -63,16 +64,8 @@ def describe(config) -> dict:
             "phases": [phase.name for phase in active.phases],
             "shrink_seconds": budgets.SHRINK_SECONDS,
         },
-        "options": options(strict=config.getoption("conformance_strict"), aliases=config.getoption("alias"),
-                           probe_timeout=config.getoption("probe_timeout"), memory_mb=config.getoption("memory_mb"),
-                           load_timeout=config.getoption("load_timeout")),
+        "options": grading.provenance(grading.from_config(config)),  # the grading options (`conformance.options`)
     }
-
-
-def options(*, strict, aliases, probe_timeout, memory_mb, load_timeout) -> dict:
-    """The grading options that can change a verdict, as results.json records them."""
-    return {"strict": bool(strict), "aliases": list(aliases), "probe_timeout": float(probe_timeout),
-            "memory_mb": int(memory_mb), "load_timeout": float(load_timeout)}
 
 
 def same_grading(recorded: object, profile: str, chosen: dict) -> bool:

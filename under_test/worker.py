@@ -19,6 +19,7 @@ import time
 import traceback
 from pathlib import Path
 
+from .processes import DEFAULT_MEMORY_MB
 from .wire import HEADER, Handle, RequestUnpickler, encode, read_exact, send, type_name
 
 
@@ -547,7 +548,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m under_test.worker")
     parser.add_argument("impl")
     parser.add_argument("--aliases", default="{}")
-    parser.add_argument("--memory-mb", type=int, default=2048)
+    parser.add_argument("--memory-mb", type=int, default=DEFAULT_MEMORY_MB)
     parser.add_argument("--trusted", default="[]", help="building blocks to replace by trusted ones (JSON list)")
     parser.add_argument("--skip", default="{}", help="definitions not to run: {index: why} (JSON)")
     parser.add_argument("--bulk-fd", type=int, default=-1, help="the file for large replies' tensor bytes")
