@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     torch.set_num_threads(1)
-    import conformance.plugin  # noqa: F401 - registers the profiles in this (forked-from) process
+    from conformance import profiles
+
+    profiles.register()  # in this (forked-from) process
 
     bugs = [b for b in load_bugs() if not b.advisory and (not options.bugs or b.id in options.bugs)]
     started = time.monotonic()

@@ -28,9 +28,9 @@ from under_test.source import SubmissionError, read_submission, submission_name
 from . import classreport, journal, launch, progress, provenance, report
 from . import options as grading
 from .areas import AREAS
+from .profiles import PROFILES
 
 DEFAULT_SUBMISSION_TIMEOUT = 900.0
-PROFILES = ("conformance", "dev", "thorough", "corpus")
 
 
 def main(argv: list[str] | None = None) -> int:

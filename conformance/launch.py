@@ -74,8 +74,10 @@ def import_harness() -> None:
 
     from under_test import sandbox
 
-    from . import plugin  # noqa: F401 - registers the Hypothesis profiles
+    from . import profiles, session  # noqa: F401 - the session's hooks, imported now for every fork to inherit
     from .areas import AREAS
+
+    profiles.register()
 
     for area_id in AREAS:
         importlib.import_module(f"conformance.checks.test_{area_id}")
