@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     grade = commands.add_parser("grade", help="grade submissions; write results.json, feedback and summary.csv")
     grade.add_argument("paths", nargs="+", metavar="PATH", help="a .py file, an .ipynb notebook or a directory")
     grade.add_argument("--out", required=True, metavar="DIR")
-    grade.add_argument("--jobs", type=int, default=1, metavar="N", help="submissions graded at once (default 1)")
+    grade.add_argument("--jobs", type=int, default=available_cores(), metavar="N",
+                       help="harnesses run at once (default: the cores this process may use, here "
+                            f"{available_cores()})")
     grade.add_argument("--timeout", type=float, default=DEFAULT_SUBMISSION_TIMEOUT, metavar="SECONDS",
                        help=f"wall time for one submission (default {DEFAULT_SUBMISSION_TIMEOUT:g})")
     grade.add_argument("--each", action="store_true",
@@ -74,6 +76,14 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as error:
         parser.error(str(error))
     return options.run(options, extra)
+
+
+def available_cores() -> int:
+    """The cores this process may run on (its CPU affinity, as pytest-xdist's `-n auto` counts them)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
 
 
 def _common(parser: argparse.ArgumentParser) -> None:

@@ -171,6 +171,18 @@ def _partial_summary(data: dict, ran: list[str]) -> list[str]:
     return lines
 
 
+def selected_lines(data: dict, names: set[str], left_out: int) -> list[str]:
+    """The summary of a run that selected some checks (`conformance check PATH -k NAME`): the outcomes of those
+    (`names`) only. An area and the gate need every check, so neither is decided."""
+    ran = [t for t in data["tests"] if t["name"] in names]
+    lines = [f"ran {len(ran)} selected check{'s' if len(ran) != 1 else ''} ({left_out} left out): an area and the "
+             "gate need every check, so neither is decided here; run without -k to decide them"]
+    lines += [f"{t['name']}: {t['outcome']}" for t in ran]
+    lines.extend(f"advisory: {a}" for a in data["advisories"])
+    lines.extend(f"HARNESS ERROR (not charged; please report it): {name}" for name in data.get("harness_errors", []))
+    return lines
+
+
 EXAMPLE_MARKS = ("Failing test case", "Falsifying example", "Failing explicit example", "Falsifying explicit example")
 
 

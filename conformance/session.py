@@ -529,5 +529,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
     data = report.build(list(results.values()), impl=config.getoption("impl"),
                         strict=bool(config.getoption("conformance_strict")), load=config.stash.get(_LOAD, None))
     terminalreporter.write_sep("=", "conformance")
-    for line in report.summary_lines(data, ran={e["area"] for e in results.values()}):
+    left_out = config.stash.get(_LEFT_OUT, 0)
+    lines = report.selected_lines(data, {e["name"] for e in results.values()}, left_out) if left_out else \
+        report.summary_lines(data, ran={e["area"] for e in results.values()})
+    for line in lines:
         terminalreporter.write_line(line)
+
+
+_LEFT_OUT = pytest.StashKey[int]()  # checks left out by a selection of pytest's own (`-k`, `-m`)
+
+
+def pytest_deselected(items: list[pytest.Item]) -> None:
+    """Checks deselected after their entries were made (by `-k`): not run, so neither pending nor graded."""
+    if not items:
+        return
+    config = items[0].config
+    results = config.stash.get(_RESULTS, {})
+    dropped = [item.nodeid for item in items if item.nodeid in results]
+    for nodeid in dropped:
+        del results[nodeid]
+    if dropped:
+        config.stash[_LEFT_OUT] = config.stash.get(_LEFT_OUT, 0) + len(dropped)

@@ -318,3 +318,17 @@ def test_the_command_starts_without_importing_torch():
     done = subprocess.run([sys.executable, "-c", "import sys, conformance.cli; print('torch' in sys.modules)"],
                           capture_output=True, text=True, cwd=ROOT)
     assert done.returncode == 0 and done.stdout.strip() == "False", done.stderr
+
+
+def test_check_with_k_summarises_the_checks_it_ran_and_decides_no_area_or_gate():
+    """`conformance check FILE -k NAME` runs a few checks: its summary lists them, never nine areas "missing" and a
+    failed gate."""
+    done = subprocess.run([sys.executable, "-m", "conformance.cli", "check", str(ROOT / "examples" / "learner_submission.py"),
+                           "-k", "test_maxpool_stride_changes_output_grid or test_relu_values"],
+                          capture_output=True, text=True, cwd=ROOT)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = done.stdout.rpartition("conformance ===")[2]
+    assert "ran 2 selected checks" in summary and "neither is decided" in summary
+    assert "pooling: test_maxpool_stride_changes_output_grid: passed" in summary
+    assert "modules: test_relu_values: passed" in summary
+    assert "gate:" not in summary and "missing" not in summary
