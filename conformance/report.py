@@ -10,6 +10,8 @@ code raised: never the learner's fault) carry no points and do not decide an are
 from __future__ import annotations
 
 import html
+import os
+from pathlib import Path
 
 from . import repro
 from .areas import AREAS, GATE_MIN_ITEMS, REMEDIATION, RUBRIC
@@ -28,6 +30,33 @@ def build(entries: list[dict], *, impl: str | None = None, strict: bool = False,
     its notes are the document's top-level `output`, which Gradescope shows above the tests. `provenance`: what
     graded it (`conformance.provenance`).
     """
+    document = _build(entries, impl=impl, strict=strict, final=final, load=load, provenance=provenance)
+    return localised(document, impl) if impl else document
+
+
+def localised(document: dict, impl: str) -> dict:
+    """The document as the learner knows their files: each path under the submission's folder on the grading
+    machine (`/tmp/.../answers.ipynb[cell 8]:14`) written relative to it (`answers.ipynb[cell 8]:14`). The
+    provenance, which describes the grading machine, is left as it is."""
+    folder = Path(impl).absolute().parent
+    prefixes = sorted({f"{folder}{os.sep}", f"{Path(os.path.realpath(folder))}{os.sep}"}, key=len, reverse=True)
+
+    def local(value):
+        if isinstance(value, str):
+            for prefix in prefixes:
+                value = value.replace(prefix, "")
+            return value
+        if isinstance(value, list):
+            return [local(v) for v in value]
+        if isinstance(value, dict):
+            return {k: (v if k == "provenance" else local(v)) for k, v in value.items()}
+        return value
+
+    return local(document)
+
+
+def _build(entries: list[dict], *, impl: str | None, strict: bool, final: bool, load: dict | None,
+           provenance: dict | None) -> dict:
     entries = [dict(e) for e in entries]
     for entry in entries:
         if final and entry["outcome"] == "pending":

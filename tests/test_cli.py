@@ -332,3 +332,17 @@ def test_check_with_k_summarises_the_checks_it_ran_and_decides_no_area_or_gate()
     assert "pooling: test_maxpool_stride_changes_output_grid: passed" in summary
     assert "modules: test_relu_values: passed" in summary
     assert "gate:" not in summary and "missing" not in summary
+
+
+def test_feedback_and_results_name_the_learners_files_not_the_grading_machines_folders(graded):
+    """A traceback, a load note or a reproduction command names `good.py:12`, never `/tmp/.../good.py:12`."""
+    out, _ = graded
+    folder = str(out.parent)
+    for name in ("good", "tampering", "hanging"):
+        data = load(out, name)
+        data.pop("provenance")  # it describes the grading machine
+        text = json.dumps(data) + (out / name / "feedback.md").read_text()
+        assert folder not in text, (name, text[text.index(folder) - 200:text.index(folder) + 200])
+        assert data["impl"] == f"{name}.py"
+    assert "conformance check good.py -k" in json.dumps(load(out, "good")) or \
+        all(t["outcome"] != "failed" for t in load(out, "good")["tests"])
