@@ -168,10 +168,17 @@ def _grade(options: argparse.Namespace, extra: list[str]) -> int:
         except KeyboardInterrupt:
             interrupted = True
         finally:
-            for job in running:  # interrupted: no harness (nor what it started) outlives the command
+            stopped = bool(running) or interrupted  # no harness (nor what it started) outlives the command
+            if stopped:
+                # The zygote first: a harness it was cloning when Ctrl-C came is then a child like any other (no
+                # reply to wait for, however busy the zygote was), killed with the rest below.
+                processes.stop_zygote()
+            for job in running:
                 for part in job.live:
                     _end(part.pid)
                 shutil.rmtree(job.directory, ignore_errors=True)  # half-graded: graded again next time
+            if stopped:
+                processes.LIVE.clear()
             processes.kill_adopted()
     _write_summary(out / "summary.csv", rows)
     if len(rows) > 1:

@@ -270,7 +270,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     (tmp_path / "b.py").write_text(HANGING)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "conformance.cli", "grade", tmp_path / "a.py", tmp_path / "b.py", "--out", out,
-               "--profile", "corpus", "--load-timeout", "60"]
+               "--profile", "corpus", "--load-timeout", "60", "--jobs", "1"]  # b starts once a is graded
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
     deadline = time.monotonic() + 300
     while not (out / "a" / "results.json").exists() or not (out / "b").exists():

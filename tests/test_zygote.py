@@ -93,3 +93,17 @@ def test_the_zygote_reads_hypothesis_constants_without_taking_each_clones_storag
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == str(storage / "constants")
     assert not (folder / ".hypothesis").exists()
+
+
+def test_a_process_whose_parent_ended_before_it_asked_to_die_with_it_ends_at_once():
+    """Ctrl-C while a harness or worker is being started: its parent may end before the process asks the kernel to
+    kill it with its parent. Told which parent it must have, it then ends at once instead of running on."""
+    import subprocess
+    import sys
+
+    script = ("import os, sys\nfrom under_test.worker import _die_with_parent\n"
+              "_die_with_parent(int(sys.argv[1]) if sys.argv[1] != 'own' else os.getppid())\nprint('running on')\n")
+    orphan = subprocess.run([sys.executable, "-c", script, "1"], capture_output=True, text=True)
+    assert orphan.returncode == 1 and "running on" not in orphan.stdout
+    child = subprocess.run([sys.executable, "-c", script, "own"], capture_output=True, text=True)
+    assert child.returncode == 0 and "running on" in child.stdout

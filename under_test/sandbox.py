@@ -207,7 +207,7 @@ class Sandbox:
         arguments, env, private = self._command
         bulk = [] if self._bulk is None else [self._bulk.fd]
         self.process = subprocess.Popen([sys.executable, "-m", "under_test.worker", *arguments,
-                                         *[f"--bulk-fd={fd}" for fd in bulk]],
+                                         *[f"--bulk-fd={fd}" for fd in bulk], f"--parent={os.getpid()}"],
                                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log, env=env,
                                         cwd=private, start_new_session=True, pass_fds=bulk)
         zygote.widen(self.process.stdin.fileno())

@@ -532,8 +532,13 @@ def _cap_memory(megabytes: int) -> None:
     resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
 
-def _die_with_parent() -> None:
-    """On Linux, the kernel kills the worker when the harness process goes away."""
+def _die_with_parent(parent: int | None = None) -> None:
+    """On Linux, the kernel kills this process when its parent goes away.
+
+    The kernel only watches a parent alive when asked: one that ended a moment before (Ctrl-C while this process
+    was being started) left it to another parent already. With `parent`, the pid it must have, this process then
+    ends at once rather than run on unwatched.
+    """
     try:
         import ctypes
         import signal
@@ -541,6 +546,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
     except (OSError, AttributeError):
         pass
+    if parent is not None and os.getppid() != parent:
+        os._exit(1)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -552,7 +559,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--trusted", default="[]", help="building blocks to replace by trusted ones (JSON list)")
     parser.add_argument("--skip", default="{}", help="definitions not to run: {index: why} (JSON)")
     parser.add_argument("--bulk-fd", type=int, default=-1, help="the file for large replies' tensor bytes")
+    parser.add_argument("--parent", type=int, default=None, help="the harness's pid (it dies with the harness)")
     options = parser.parse_args(argv)
+    _die_with_parent(options.parent)
     BULK["fd"] = options.bulk_fd if options.bulk_fd >= 0 else None
     request_fd, reply_fd = _private_channel()
 

@@ -147,7 +147,8 @@ class Zygote:
         # Its stderr is this process's (a harness's log, or grade's terminal): where a clone that fails before it
         # has a log of its own says why.
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "under_test.zygote", str(theirs.fileno())], pass_fds=[theirs.fileno()],
+            [sys.executable, "-m", "under_test.zygote", str(theirs.fileno()), str(os.getpid())],
+            pass_fds=[theirs.fileno()],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=env, cwd="/")
         theirs.close()
         self.pending: collections.deque[Cloned] = collections.deque()
@@ -320,6 +321,8 @@ def _become_worker(sock: socket.socket, ready: int, request: dict, fds: list[int
         _take_over(sock, ready, dict(enumerate(fds)), str(request["cwd"]), dict(request["env"]))
         from . import worker
 
+        worker._die_with_parent(_PARENT[0] if _PARENT else None)
+
         argv = list(request["argv"])
         sys.argv = [worker.__file__, *argv]
         worker.main(argv)
@@ -328,10 +331,14 @@ def _become_worker(sock: socket.socket, ready: int, request: dict, fds: list[int
     _run_clone(body)
 
 
-def main(fd: int) -> None:
+_PARENT: list[int] = []  # the process this zygote serves: every clone's parent (CLONE_PARENT)
+
+
+def main(fd: int, parent: int | None = None) -> None:
     from .worker import _die_with_parent
 
-    _die_with_parent()
+    _die_with_parent(parent)
+    _PARENT.append(os.getppid())
     # Ctrl-C reaches the terminal's whole process group, this zygote included: its owner decides what stops.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     sock = socket.socket(fileno=fd)
@@ -452,12 +459,14 @@ def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
         _take_over(sock, ready, {1: log, 2: log}, str(request["cwd"]), dict(request["env"]))
         from .worker import _die_with_parent
 
-        _die_with_parent()  # with `conformance grade`
+        _die_with_parent(_PARENT[0] if _PARENT else None)  # with `conformance grade`
+        harness = os.getpid()
         mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         pid = os.fork()
         if pid == 0:
             mine.close()
-            _die_with_parent()
+            _die_with_parent(harness)
+            _PARENT[:] = [harness]  # its clones (workers) are the harness's children
             _run_clone(lambda: _serve(theirs) or 0)
         theirs.close()
         from . import processes
@@ -470,4 +479,4 @@ def _become_harness(sock: socket.socket, ready: int, request: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]))
+    main(int(sys.argv[1]), int(sys.argv[2]) if len(sys.argv) > 2 else None)
