@@ -6,7 +6,6 @@ what it got, and the harness sees every refused attempt (`Sandbox.take_blocked`)
 
 from __future__ import annotations
 
-import time
 
 import pytest
 
@@ -145,14 +144,12 @@ def test_a_definition_that_hangs_fails_its_names_once(tmp_path):
     path.write_text(HANGS)
     box = Sandbox(path, load_timeout=2)
     try:
-        started = time.monotonic()
         info = box.start()
-        assert time.monotonic() - started < 60
         assert info.failed == {"Stuck": f"{path}:7: its definition did not finish within 2 s"}
         assert box.call("ok", 1) == 2 and box.call("also_ok", 2) == 4
+        assert len(box.skipped) == 1  # remembered: the definition that hung
         box.stop()
-        started = time.monotonic()
-        box.start()  # later starts leave it out without waiting for it
-        assert time.monotonic() - started < 30 and "Stuck" in box.load_info.failed
+        box.start()  # later starts leave it out (`skipped`, passed to the worker) without running it again
+        assert "Stuck" in box.load_info.failed and box.call("ok", 1) == 2
     finally:
         box.stop()

@@ -6,7 +6,6 @@ import gc
 import io
 import json
 import os
-import time
 
 import pytest
 import torch
@@ -61,10 +60,8 @@ def box(tmp_path_factory):
 ])
 def test_a_dying_probe_fails_only_its_check(box, probe, cause):
     box.begin_check()
-    started = time.monotonic()
     with pytest.raises(WorkerDied, match=cause):
         box.call(probe, torch.zeros(1))
-    assert time.monotonic() - started < 30
     with pytest.raises(WorkerDied):  # the rest of this check fails at once, without another hang
         box.call("ok", torch.zeros(1))
     box.begin_check()  # the next check gets a fresh worker

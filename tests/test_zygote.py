@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -45,9 +44,8 @@ def test_a_clone_is_the_harness_child_and_restarts_in_a_blink(path):
         with pytest.raises(BaseException, match="exited with status 5"):
             box.call("die", torch.zeros(1))
         box.begin_check()
-        started = time.perf_counter()
         assert torch.equal(box.call("double", torch.ones(2)).tensor, torch.full((2,), 2.0))  # restarted
-        assert time.perf_counter() - started < 2.0  # a clone, not a new interpreter importing torch (2.5 s)
+        assert isinstance(box.process, zygote.Cloned)  # a clone again, not a new interpreter importing torch
         assert box.restarts == 1
 
 
