@@ -19,6 +19,9 @@ from hypothesis.extra import numpy as hnp
 # Float[Tensor, ...] hints take either. Non-contiguous views: tests.py's test_mv2/test_mm2 (the exercise reads
 # x.stride()); nothing in the course promises a module a contiguous input.
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
+# course: every module's float32; float64 through `.double()`, which the course's modules survive
+DTYPE = st.sampled_from(list(DTYPES))
+SEEDS = st.integers(0, 2**16)  # the seed of a check's own random weights (a generator's, never the global one)
 LAYOUTS = ("contiguous", "transposed", "strided", "offset")
 SENTINEL = 1000.0  # what lies in memory around non-contiguous views
 

@@ -22,7 +22,7 @@ from conformance.course import probes
 from conformance.probing import (
     advise_on_repr, describe_state, load_state, printable, set_mode, state_entries, state_tensors,
 )
-from conformance.strategies import DTYPES, TensorCase, tensors
+from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, tensors
 
 pytestmark = [area("batchnorm"), requires("BatchNorm2d")]
 
@@ -93,8 +93,8 @@ def test_batchnorm_parameters_and_buffers(sandbox, advise, channels, eps, moment
 
 
 # course: see EPS and batches (by keyword here); float64 through .double()
-@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, dtype=st.sampled_from(list(DTYPES)),
-       seed=st.integers(0, 2**16))
+@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, dtype=DTYPE,
+       seed=SEEDS)
 def test_batchnorm_train_mode_normalises_with_batch_statistics(sandbox, data, channels, eps, dtype, seed):
     """Train mode: (x - batch mean) / sqrt(biased batch var + eps) * weight + bias, and its gradients."""
     (x,) = data.draw(batches(channels, dtype), label="x")
@@ -255,7 +255,7 @@ class TrainSteps:
 @st.composite
 def train_steps(draw) -> TrainSteps:
     channels, eps, momentum = draw(st.integers(1, 3), label="channels"), draw(EPS, label="eps"), draw(MOMENTUM, label="momentum")
-    dtype = draw(st.sampled_from(list(DTYPES)), label="dtype")
+    dtype = draw(DTYPE, label="dtype")
     steps = draw(st.integers(1, 4), label="steps")
     return TrainSteps(channels, eps, momentum, dtype, tuple(draw(batches(channels, dtype, n=steps), label="batches")))
 
@@ -275,7 +275,7 @@ def test_batchnorm_running_statistics_after_train_steps(sandbox, strict, advise,
 
 
 # course: BatchNorm2d(c) with eps and momentum omitted (tests.py's BatchNorm2d(2), the ResNet's); see batches
-@given(data=st.data(), channels=st.integers(1, 3), steps=st.integers(1, 3), dtype=st.sampled_from(list(DTYPES)))
+@given(data=st.data(), channels=st.integers(1, 3), steps=st.integers(1, 3), dtype=DTYPE)
 def test_batchnorm_defaults_are_eps_1e5_momentum_01(sandbox, strict, advise, data, channels, steps, dtype):
     """BatchNorm2d(num_features) with eps and momentum omitted means eps=1e-05, momentum=0.1 (torch's defaults)."""
     xs = data.draw(batches(channels, dtype, n=steps + 1), label="batches")
@@ -290,8 +290,8 @@ def test_batchnorm_defaults_are_eps_1e5_momentum_01(sandbox, strict, advise, dat
 
 
 # course: eval mode after copy_weights loaded trained buffers (num_batches_tracked an int64 count); see batches
-@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=st.integers(0, 2**16),
-       tracked=st.integers(0, 50), dtype=st.sampled_from(list(DTYPES)))
+@given(data=st.data(), channels=st.integers(1, 3), eps=EPS, momentum=MOMENTUM, seed=SEEDS,
+       tracked=st.integers(0, 50), dtype=DTYPE)
 def test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, data, channels, eps, momentum, seed,
                                                              tracked, dtype):
     """Eval mode normalises with running_mean/running_var (any batch size, even 1) and updates no buffer."""

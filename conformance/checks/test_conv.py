@@ -22,12 +22,11 @@ from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.probing import advise_on_repr, describe_state, printable, state_entries, state_tensors
-from conformance.strategies import DTYPES, TensorCase, exact_values, make_tensor, tensors
+from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, exact_values, make_tensor, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("conv"), requires("Conv2d")]
 
-SEEDS = st.integers(0, 2**16)
 # Layers with >= 4096 weights: a correct init puts a weight within 2% of each end of
 # its range with probability 1 - 1e-17, so the statistical checks below cannot flake.
 INIT_LAYERS = [(32, 16, 3), (16, 32, 3), (8, 24, 5), (64, 64, 1)]  # course: Conv2d(100, 100, 3) in tests.py
@@ -48,7 +47,7 @@ def conv_cases(draw, dtype: str | None = None, max_stride: int = 3):
     batch = draw(st.integers(1, 2), label="batch")
     in_channels = draw(st.integers(1, 3), label="in_channels")
     out_channels = draw(st.integers(1, 3), label="out_channels")
-    chosen = dtype or draw(st.sampled_from(list(DTYPES)), label="dtype")
+    chosen = dtype or draw(DTYPE, label="dtype")
     x = draw(tensors((batch, in_channels, h, w), dtype=chosen), label="x")
     return dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
                 padding=padding), x
@@ -256,7 +255,7 @@ def interior(y: torch.Tensor, dy: int, dx: int, shifted: bool) -> torch.Tensor:
 
 # course: as conv_cases, stride 1 (int arguments by keyword, (B, C, H, W) inputs).
 @given(data=st.data(), kernel=st.integers(1, 3), padding=st.integers(0, 2), shift=st.sampled_from(SHIFTS),
-       in_channels=st.integers(1, 2), out_channels=st.integers(1, 2), dtype=st.sampled_from(list(DTYPES)),
+       in_channels=st.integers(1, 2), out_channels=st.integers(1, 2), dtype=DTYPE,
        seed=SEEDS)
 def test_conv2d_translation_equivariance(sandbox, data, kernel, padding, shift, in_channels, out_channels, dtype, seed):
     """One shared filter at every position: the same picture shifted a few pixels gives the same map, shifted."""

@@ -25,7 +25,7 @@ from conformance.areas import area, requires
 from conformance.course import probes
 from conformance.compare import CheckFailure, assert_close, assert_equal, fail, tensor_of
 from conformance.probing import advise_on_repr, describe_state, load_state, printable, state_entries, state_tensors
-from conformance.strategies import DTYPES, TensorCase, arrays, exact_values, tensors
+from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, arrays, exact_values, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("modules")]
@@ -196,7 +196,7 @@ class LinearCase:
 def linear_cases(draw) -> LinearCase:
     call = draw(linear_calls(), label="call")
     lead = draw(shapes(0, 3), label="lead")
-    dtype = draw(st.sampled_from(list(DTYPES)), label="dtype")
+    dtype = draw(DTYPE, label="dtype")
     weight = draw(arrays((call.n_out, call.n_in)), label="weight")
     bias = draw(arrays((call.n_out,)), label="bias") if call.bias else None
     return LinearCase(call, weight, bias, draw(tensors((*lead, call.n_in), dtype=dtype), label="x"))
@@ -587,7 +587,7 @@ LOGITS_WHY = ("F.cross_entropy(logits, labels) applies log_softmax itself, so th
 def mnist_batches(draw) -> tuple[tuple[int, ...], int, str]:
     batch = draw(st.integers(1, 3), label="batch")
     shape = draw(st.sampled_from([(batch, 28, 28), (batch, 1, 28, 28)]), label="shape")
-    return shape, draw(st.integers(0, 2**16), label="seed"), draw(st.sampled_from(list(DTYPES)), label="dtype")
+    return shape, draw(SEEDS, label="seed"), draw(DTYPE, label="dtype")
 
 
 def mlp_with_weights(sandbox, seed: int, dtype: str):

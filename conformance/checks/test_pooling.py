@@ -20,11 +20,10 @@ from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.probing import advise_on_repr, printable
-from conformance.strategies import DTYPES, TensorCase, exact_values, tensors
+from conformance.strategies import DTYPE, TensorCase, exact_values, tensors
 
 pytestmark = [area("pooling")]
 
-DTYPE = st.sampled_from(list(DTYPES))
 
 
 # course: MaxPool2d(kernel_size, stride=None, padding=1) is given, int arguments: the template's stem writes

@@ -41,12 +41,11 @@ from conformance.structure import (
     projects,
     random_state,
 )
-from conformance.strategies import exact_values
+from conformance.strategies import SEEDS, exact_values
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("residual")]
 
-SEEDS = st.integers(0, 2**16)
 CHANNELS = st.integers(1, 6)
 KINDS = ("identity", "channels", "stride", "both")
 # Input values, drawn from a seed (a whole block's forward per shrinking step is too slow to shrink

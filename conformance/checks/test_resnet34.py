@@ -29,12 +29,12 @@ import reference
 from conformance.areas import area, requires
 from conformance.compare import CheckFailure, assert_close, assert_equal, fail, tensor_of
 from conformance.probing import Entry, load_state, printable, set_mode, state_entries
+from conformance.strategies import SEEDS
 from conformance.structure import entries_of, find_units, group_layout, pair_units, random_state, split_blocks
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("resnet34"), requires("ResNet34")]
 
-SEEDS = st.integers(0, 2**16)
 STEM_WIDTH = 64
 DEFAULT_PARAMETERS = 21_797_672
 DEFAULT_ENTRIES = 218

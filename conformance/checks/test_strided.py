@@ -28,13 +28,12 @@ from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.strategies import (
-    DTYPES, PAIR_FORMS, IntOrPair, TensorCase, ViewCase, exact_values, half_integers, int_or_pair, passed_as, tensors,
+    DTYPE, PAIR_FORMS, IntOrPair, TensorCase, ViewCase, exact_values, half_integers, int_or_pair, passed_as, tensors,
 )
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("strided")]
 
-DTYPE = st.sampled_from(list(DTYPES))
 # course: pad_value: float; tests.py passes -2.0, -3.0, 0.0, -1.0, conv1d/conv2d pass 0, maxpool2d -t.inf.
 PAD_VALUES = st.one_of(half_integers, st.sampled_from([float("-inf"), float("inf")]))
 negative_halves = st.integers(-8, -1).map(lambda v: v / 2)
