@@ -73,22 +73,26 @@ class Mutant:
 
 
 def graded_areas() -> dict[str, str]:
-    """Every name a check requires (its `requires` marks), with the area of the first check module requiring it;
-    and `train`, which the own-training checks call (the last `train` of a course file is feature extraction's)."""
+    """Every name a check requires (its `requires` marks), with its own area: that of the checks whose subject (first
+    required name) it is, else of the first check module requiring it; and `train`, which the own-training checks
+    call (the last `train` of a course file is feature extraction's)."""
     import importlib
     import pkgutil
 
     import conformance.checks
 
-    areas = {"train": "feature_extraction"}
+    subject_of, user_of = {"train": "feature_extraction"}, {}
     for info in pkgutil.iter_modules(conformance.checks.__path__):
         module = importlib.import_module(f"conformance.checks.{info.name}")
+        area = info.name.removeprefix("test_")
         marks = list(getattr(module, "pytestmark", []))
         for value in vars(module).values():
             marks += getattr(value, "pytestmark", [])
-        for name in (arg for mark in marks if mark.name == "requires" for arg in mark.args):
-            areas.setdefault(name, info.name.removeprefix("test_"))
-    return areas
+        for mark in (m for m in marks if m.name == "requires" and m.args):
+            subject_of.setdefault(mark.args[0], area)
+            for name in mark.args:
+                user_of.setdefault(name, area)
+    return {**user_of, **subject_of}
 
 
 def _offsets(source: str) -> list[int]:
@@ -306,6 +310,44 @@ def grade_all(folder: Path, graded: Path, mutants: list[Mutant], jobs: int, prof
                         if t["outcome"] in ("failed", "error"))
         outcomes[m.id] = (verdict(results), failed)
     return outcomes, done.returncode
+
+
+def choose_sample(rows: list[dict], size: int = 28) -> list[dict]:
+    """About `size` killed mutants spread over every area and operator, each with the check of its own area that
+    killed it (`tests/test_mutants.py` grades them with that check alone); deterministic for one run's rows."""
+    killed = [r for r in rows if r["outcome"] == "killed"
+              and any(name.partition("[")[0].startswith("test_") for name in r.get("failed", []))]
+
+    def check_of(row: dict) -> str | None:
+        own = [n for n in row["failed"] if _area_of_check(n) == row["area"]]
+        return (own or [None])[0]
+
+    killed = [r for r in killed if check_of(r)]
+    chosen: list[dict] = []
+    for key in ("area", "operator"):  # one of each area, then one of each operator not yet in
+        for value in sorted({r[key] for r in killed}):
+            if not any(c[key] == value for c in chosen):
+                chosen.append(next(r for r in killed if r[key] == value and r not in chosen))
+    pairs = sorted({(r["area"], r["operator"]) for r in killed} - {(c["area"], c["operator"]) for c in chosen})
+    for area, operator in pairs:  # then new (area, operator) pairs, until `size`
+        if len(chosen) >= size:
+            break
+        chosen.append(next(r for r in killed if (r["area"], r["operator"]) == (area, operator)))
+    return [{"id": r["id"], "check": check_of(r).partition("[")[0]} for r in chosen]
+
+
+def _area_of_check(name: str) -> str:
+    """The area of a check, from the name results.json gives it ("area: test_..." is cut to the test name)."""
+    import importlib
+    import pkgutil
+
+    import conformance.checks
+
+    function = name.partition("[")[0]
+    for info in pkgutil.iter_modules(conformance.checks.__path__):
+        if hasattr(importlib.import_module(f"conformance.checks.{info.name}"), function):
+            return info.name.removeprefix("test_")
+    return ""
 
 
 def _verdict_cell(row: dict, profile: str) -> str:

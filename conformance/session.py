@@ -10,28 +10,22 @@ from __future__ import annotations
 import functools
 import gc
 import json
-import os
-import sys
 import time
 from pathlib import Path
 
-import hypothesis.errors
 import pytest
 from hypothesis import settings
 from hypothesis.internal.conjecture import engine
 
 from under_test.loader import Program, extract
 from under_test.processes import stop_zygote
-from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
+from under_test.sandbox import CLOCK, Sandbox, WorkerDied
 from under_test.source import SubmissionError
-from under_test.wire import WireError
 
-from . import budgets, journal, profiles, provenance, report, repro, rootcause
+from . import budgets, profiles, rootcause
 from . import options as grading
-from .areas import AREAS, GIVEN, MISSING, items_of
-from .compare import CheckFailure
-
-PROPERTY = "conformance"
+from .areas import AREAS, GIVEN, MISSING
+from .recorder import STARTED, Recorder, entry, recorder, seconds
 
 profiles.register()
 
@@ -50,8 +44,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if config.getoption("hypothesis_profile", None) is None:
         settings.load_profile("conformance")
     engine.MAX_SHRINKING_SECONDS = budgets.SHRINK_SECONDS  # Hypothesis documents it as the knob to set
-    config.stash[_RESULTS] = {}
-    config.stash[_LOAD] = {"notes": [], "failed": {}}
+    config.pluginmanager.register(Recorder(config), "conformance-recorder")
     impl = config.getoption("impl")
     if impl and Path(impl).exists() and not config.getoption("collectonly") and not hasattr(config, "workerinput"):
         # The worker imports torch and loads the submission while this process collects the checks.
@@ -74,10 +67,7 @@ def new_sandbox(config: pytest.Config) -> Sandbox:
     return Sandbox(config.getoption("impl"), **grading.sandbox_kwargs(values))
 
 
-_RESULTS = pytest.StashKey[dict]()
 _EARLY = pytest.StashKey[Sandbox]()  # the sandbox launched at configure time, taken by the `sandbox` fixture
-_PROVENANCE = pytest.StashKey[dict]()  # what grades this session (`provenance.describe`)
-_LOAD = pytest.StashKey[dict]()  # what loading the submission said: notes (read problems, skipped imports), failures
 
 
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -100,11 +90,11 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
     if len(checks) == len(items):  # building blocks before the composites made of them (`rootcause`)
         order = {area_id: index for index, area_id in enumerate(AREAS)}
         items.sort(key=lambda i: order[i.get_closest_marker("area").args[0]])
-    results = config.stash[_RESULTS]
+    recorded = recorder(config)
     for item in checks:
-        results[item.nodeid] = _entry(item, "pending", "not run")
+        recorded.results[item.nodeid] = entry(item, "pending", "not run")
         _record_each_example(getattr(item, "obj", None))
-    _write(config)
+    recorded.write()
     # What is loaded now (torch, Hypothesis, the checks) lives as long as the session: keep it out of every later
     # garbage collection, which then walks only what the checks make.
     gc.freeze()
@@ -129,20 +119,6 @@ def _record_each_example(function) -> None:
     handle.inner_test = each_example
 
 
-def _entry(item: pytest.Item, outcome: str, output: str) -> dict:
-    area_id = item.get_closest_marker("area").args[0]
-    extra = tuple(i for m in item.iter_markers("item") for i in m.args)
-    doc = (getattr(item, "function", None).__doc__ or "").strip().splitlines()
-    return {
-        "name": f"{area_id}: {item.name}",
-        "description": doc[0] if doc else "",
-        "area": area_id,
-        "items": list(items_of(area_id, extra)),
-        "outcome": outcome,
-        "output": output,
-    }
-
-
 # ---- fixtures ------------------------------------------------------------------------
 
 @pytest.fixture(scope="session")
@@ -151,7 +127,7 @@ def program(pytestconfig: pytest.Config) -> Program:
         program_ = extract(pytestconfig.getoption("impl"))
     except SubmissionError as error:
         raise pytest.UsageError(str(error)) from error
-    load = pytestconfig.stash[_LOAD]
+    load = recorder(pytestconfig).load
     load["notes"].extend(note for note in program_.notes if note not in load["notes"])
     return program_
 
@@ -164,7 +140,7 @@ def aliases(pytestconfig: pytest.Config) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def sandbox(pytestconfig: pytest.Config, program: Program):
     box = pytestconfig.stash.get(_EARLY, None) or new_sandbox(pytestconfig)
-    load = pytestconfig.stash[_LOAD]
+    load = recorder(pytestconfig).load
     try:
         if program.definitions:
             box.start()
@@ -175,7 +151,7 @@ def sandbox(pytestconfig: pytest.Config, program: Program):
     load["failed"].update(box.load_info.failed)
     load["notes"].extend(note for note in box.load_info.notes if note not in load["notes"])
     load["notes"].extend(refused(box.take_blocked()))
-    _write(pytestconfig)
+    recorder(pytestconfig).write()
     yield box
     box.stop()
 
@@ -295,7 +271,7 @@ def _deferred(config: pytest.Config) -> None:
     def judge(item, request, funcargs, step):  # with what pytest took from the check once it had run
         done = item._request, item.funcargs
         item._request, item.funcargs = request, funcargs
-        item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
+        item.stash[STARTED] = (time.perf_counter(), CLOCK.read())
         try:
             return step(item)
         finally:
@@ -304,26 +280,26 @@ def _deferred(config: pytest.Config) -> None:
             for key, value in seconds(item).items():  # the search's time is the check's, as when judged at once
                 so_far[key] = so_far.get(key, 0.0) + value
 
-    for entry in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
-        judge(*entry, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
+    for waiting in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
+        judge(*waiting, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
     area_verdicts(config)  # waits for the earlier areas' harness to end
     for item, request, funcargs in deferred:  # in the areas' order, each knowing how the checks before it ended
         blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, *area_verdicts(config)))
-        failed = config.stash[_RESULTS][item.nodeid]
+        failed = recorder(config).results[item.nodeid]
         total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
                  for key, value in spent[item.nodeid].items()}
         if blocks:
-            failed = dict(_entry(item, "passed", ""),
+            failed = dict(entry(item, "passed", ""),
                           advisories=[rootcause.advisory(item, blocks), *failed.get("advisories", [])])
-        config.stash[_RESULTS][item.nodeid] = dict(failed, seconds=total)
-    _write(config)
+        recorder(config).results[item.nodeid] = dict(failed, seconds=total)
+    recorder(config).write()
 
 
 def area_verdicts(config: pytest.Config) -> tuple[set[str], set[str]]:
     """The areas graded so far without a failure (cleared), and those with a failed check (failed), the earlier areas
     graded by another harness included (waiting for its end): the same sets whether `grade` ran the submission in
     one harness or two."""
-    entries = list(config.stash[_RESULTS].values())
+    entries = list(recorder(config).results.values())
     earlier = config.getoption("earlier_areas_json", None)
     if earlier:
         path = Path(earlier)
@@ -348,205 +324,3 @@ def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:
         return []
     return [f"{subject} does its work with torch's own nn.{subject} (its forward is torch's): the course's checks "
             f"accept that, but the exercise is to write {subject} yourself"]
-
-
-# ---- results -------------------------------------------------------------------------
-
-_STARTED = pytest.StashKey[tuple]()  # when a check's setup began, and the sandboxes' clock then
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_runtest_setup(item: pytest.Item) -> None:
-    item.stash[_STARTED] = (time.perf_counter(), CLOCK.read())
-    if item.get_closest_marker("area"):
-        budgets.apply(getattr(item, "obj", None))  # its example count, under the profile of this run
-
-
-def seconds(item: pytest.Item) -> dict[str, float]:
-    """Where the check's time went so far: its wall time (setup and call), the part inside the submission's
-    code, and the part spent starting sandbox workers (the first check starts the graded one)."""
-    wall, (submission, starting) = item.stash.get(_STARTED, (time.perf_counter(), CLOCK.read()))
-    now_submission, now_starting = CLOCK.read()
-    return {"wall": round(time.perf_counter() - wall, 3), "submission": round(now_submission - submission, 3),
-            "worker_start": round(now_starting - starting, 3)}
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
-    rep = yield
-    if not item.get_closest_marker("area"):
-        return rep
-    if rep.when == "call" or rep.outcome != "passed":
-        if rep.passed:
-            outcome, output = "passed", ""
-        elif rep.skipped:
-            reason = _skip_reason(rep)
-            outcome = "given" if reason.startswith(GIVEN) else "missing"
-            output = reason.removeprefix(GIVEN).removeprefix(MISSING)
-        elif is_harness_error(call):
-            outcome, output = "error", _harness_error_text(item, call)
-            sys.stderr.write(f"HARNESS ERROR in {item.nodeid} (not charged to the submission):\n{output}\n")
-        else:
-            outcome, output = "failed", _failure_text(item, call)
-        entry = _entry(item, outcome, output)
-        entry["advisories"] = [v for k, v in item.user_properties if k == "advisory"]
-        entry["seconds"] = seconds(item)
-        rep.user_properties.append((PROPERTY, entry))
-    return rep
-
-
-def _skip_reason(rep: pytest.TestReport) -> str:
-    longrepr = rep.longrepr
-    if isinstance(longrepr, tuple) and len(longrepr) == 3:
-        return str(longrepr[2]).removeprefix("Skipped: ")
-    return str(longrepr)
-
-
-def is_harness_error(call: pytest.CallInfo) -> bool:
-    """The check failed because the harness's own code raised, not because of the submission.
-
-    The learner's outcomes are: a failed comparison (`CheckFailure`, an assertion, `pytest.fail`), an
-    exception of the submission (`SubmissionRaised`), a worker that hung, crashed or exited
-    (`WorkerDied`), data the worker should not send (`WireError`), or behaviour that changes from
-    one call to the next (Hypothesis's flakiness errors). Anything else is a bug of the harness.
-    """
-    if call.excinfo is None:
-        return False
-    return not is_learner_outcome(call.excinfo.value)
-
-
-LEARNER_OUTCOMES = (AssertionError, SubmissionRaised, WorkerDied, WireError, pytest.fail.Exception,
-                    pytest.skip.Exception, hypothesis.errors.Flaky)
-
-
-def is_learner_outcome(error: BaseException) -> bool:
-    """A failure the submission caused; a group of them (Hypothesis found several distinct ones) is one too."""
-    if isinstance(error, BaseExceptionGroup):
-        return all(is_learner_outcome(inner) for inner in error.exceptions)
-    return isinstance(error, LEARNER_OUTCOMES)
-
-
-def _harness_error_text(item: pytest.Item, call: pytest.CallInfo) -> str:
-    return (f"the harness's check {item.name} raised {type(call.excinfo.value).__name__} in its own code; this says "
-            f"nothing about the submission.\n{call.excinfo.getrepr(style='short')}")
-
-
-def _error_text(error: BaseException) -> str:
-    """What the learner reads for one failure (each of a group's, when Hypothesis found several)."""
-    if isinstance(error, BaseExceptionGroup):
-        return "\n\n".join(_error_text(inner) for inner in error.exceptions)
-    if isinstance(error, SubmissionRaised):
-        text = f"the submission raised {error.type_name}: {error.message}\n{error.traceback}".rstrip()
-    elif isinstance(error, (CheckFailure, WorkerDied)):
-        text = str(error)
-    elif isinstance(error, AssertionError):
-        text = str(error) or "assertion failed"
-    elif type(error).__name__ == "Failed":  # pytest.fail(...)
-        text = str(error)
-    else:
-        text = f"{type(error).__name__}: {error}"
-    notes = [n for n in getattr(error, "__notes__", []) if n.strip() and not n.strip().startswith(HARNESS_NOTES)]
-    if notes:
-        text += "\n\n" + "\n".join(notes)
-    return text
-
-
-# Hypothesis's advice to a test's author (replaying a failure with a decorator), not to a learner.
-HARNESS_NOTES = ("You can reproduce this test case by temporarily adding", "You can add @reproduce_failure")
-
-
-def _failure_text(item: pytest.Item, call: pytest.CallInfo) -> str:
-    if call.excinfo is None:
-        return "failed"
-    text = _error_text(call.excinfo.value)
-    impl = item.config.getoption("impl")
-    entry = _entry(item, "failed", "")
-    header = f"[area {entry['area']}" + (f", rubric item {', '.join(entry['items'])}" if entry["items"] else "") + "]"
-    text = f"{header} {entry['description']}\n{text}"
-    box = getattr(item, "funcargs", {}).get("sandbox")
-    code = repro.snippet(box.calls) if isinstance(box, Sandbox) else ""
-    if code:
-        text += f"\n\n{repro.HEADING}\n" + "\n".join(f"    {line}" if line else "" for line in code.splitlines())
-    text += f"\n\n{repro.RERUN} {impl} -k '{item.name}'"
-    return text
-
-
-def pytest_runtest_logreport(report: pytest.TestReport) -> None:
-    config = _CONFIG.get("config")
-    if config is None:
-        return
-    for key, value in report.user_properties:
-        if key == PROPERTY:
-            config.stash[_RESULTS][report.nodeid] = value
-            _write(config, [report.nodeid])
-
-
-_CONFIG: dict = {}
-
-
-@pytest.hookimpl(tryfirst=True)
-def pytest_sessionstart(session: pytest.Session) -> None:
-    _CONFIG["config"] = session.config
-
-
-def _write(config: pytest.Config, changed: list[str] | None = None) -> None:
-    """Bring the result files up to date after a check (`changed`: the checks whose entries changed; None: any), so
-    a run stopped early is graded as far as it got. results.json is rewritten whole; `grade`'s checks file is a
-    journal (`conformance.journal`), so writing it costs the same after the last check as after the first."""
-    if hasattr(config, "workerinput"):  # under xdist, only the controller writes
-        return
-    results = config.stash[_RESULTS]
-    load = config.stash.get(_LOAD, None)
-    if _PROVENANCE not in config.stash:
-        config.stash[_PROVENANCE] = provenance.describe(config)
-    graded_by = config.stash[_PROVENANCE]
-    path = config.getoption("results_json", None)
-    if path:
-        document = report.build(list(results.values()), impl=config.getoption("impl"),
-                                strict=bool(config.getoption("conformance_strict")), load=load, provenance=graded_by)
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(f"{path}.tmp")
-        tmp.write_text(json.dumps(document, indent=2))
-        os.replace(tmp, path)
-    path = config.getoption("checks_json", None)
-    if path:
-        first = _JOURNALED_LOAD not in config.stash
-        lines = [{"provenance": graded_by}] if first else []
-        lines += [{"entry": [nodeid, results[nodeid]]} for nodeid in (results if changed is None else changed)]
-        if config.stash.get(_JOURNALED_LOAD, None) != json.dumps(load):
-            config.stash[_JOURNALED_LOAD] = json.dumps(load)
-            lines.append({"load": load})
-        journal.append(Path(path), lines, new=first)
-
-
-_JOURNALED_LOAD = pytest.StashKey[str]()  # the last `load` the checks journal holds (absent: no journal yet)
-
-
-def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:
-    results = config.stash.get(_RESULTS, {})
-    if not results or not config.getoption("impl"):
-        return
-    data = report.build(list(results.values()), impl=config.getoption("impl"),
-                        strict=bool(config.getoption("conformance_strict")), load=config.stash.get(_LOAD, None))
-    terminalreporter.write_sep("=", "conformance")
-    left_out = config.stash.get(_LEFT_OUT, 0)
-    lines = report.selected_lines(data, {e["name"] for e in results.values()}, left_out) if left_out else \
-        report.summary_lines(data, ran={e["area"] for e in results.values()})
-    for line in lines:
-        terminalreporter.write_line(line)
-
-
-_LEFT_OUT = pytest.StashKey[int]()  # checks left out by a selection of pytest's own (`-k`, `-m`)
-
-
-def pytest_deselected(items: list[pytest.Item]) -> None:
-    """Checks deselected after their entries were made (by `-k`): not run, so neither pending nor graded."""
-    if not items:
-        return
-    config = items[0].config
-    results = config.stash.get(_RESULTS, {})
-    dropped = [item.nodeid for item in items if item.nodeid in results]
-    for nodeid in dropped:
-        del results[nodeid]
-    if dropped:
-        config.stash[_LEFT_OUT] = config.stash.get(_LEFT_OUT, 0) + len(dropped)
