@@ -163,5 +163,5 @@ def apply(test) -> None:
 #: grades a submission in two harnesses at once, these areas in the second: the weight copy and feature extraction,
 #: about half of a correct submission's time (1.8 s and 4.1 s of 11.3 s), against the seven other areas. They come
 #: last in AREAS, after every building block they use, so the second harness judges root causes knowing which
-#: earlier areas were cleared (`session.area_verdicts`).
+#: earlier areas were cleared (`rootcause.area_verdicts`).
 APART: tuple[str, ...] = ("weight_copy", "feature_extraction")

@@ -9,18 +9,26 @@ together, then each alone, leaves first, to name the culprit. If it passes then,
 is right: the check passes with an advisory naming the part whose bug it inherits and the area
 where that bug is charged. A part every judging area passed is never blamed: its bug would then
 be charged nowhere.
+
+It also owns when that is judged (`excused`, called by the session when a check fails): at once,
+or, while `grade` runs the earlier areas in another harness, after the last check of this one
+(`judge_deferred`), once it knows which of those areas failed (`area_verdicts`).
 """
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
-from under_test.sandbox import Sandbox, SubmissionRaised, WorkerDied
+from under_test.sandbox import CLOCK, Sandbox, SubmissionRaised, WorkerDied
 from under_test.wire import WireError
 
 from .areas import BUILDING_BLOCKS, COMPOSITES, PARTS
+from .recorder import STARTED, entry, recorder, seconds
 
 
 def area_of(item: pytest.Item) -> str:
@@ -166,3 +174,86 @@ def advisory(item: pytest.Item, blocks: dict[str, str]) -> str:
     trusted = " and ".join(trusted_word(name) for name in blocks)
     said = f"{names[0]} is right; it inherits {inherited}" if names else f"the failure comes from {inherited}"
     return f"{item.name}: {said}. With {trusted} in place of yours, this check passes, so it is not charged here."
+
+
+# ---- when a composite's check fails ----------------------------------------------------
+
+_DEFERRED = pytest.StashKey[list]()  # failed composite checks whose root cause waits for the earlier areas
+
+
+def excused(item: pytest.Item, error: BaseException) -> bool:
+    """Whether a failed check of a composite is right apart from a part it inherits a bug from: then it passes with
+    an advisory naming that part. A check that failed while the earlier areas' harness still runs (`grade` with a
+    job to spare) is judged after the last check (`judge_deferred`), with what pytest takes from a check once it has
+    run; it stays failed until then."""
+    if not eligible(item, error):
+        return False
+    if not earlier_areas_known(item.config):
+        item.config.stash.setdefault(_DEFERRED, []).append((item, item._request, dict(item.funcargs)))
+        return False
+    blocks = culprits(item, *area_verdicts(item.config))
+    if not blocks:
+        return False
+    item.user_properties.append(("advisory", advisory(item, blocks)))
+    return True
+
+
+def earlier_areas_known(config: pytest.Config) -> bool:
+    earlier = config.getoption("earlier_areas_json", None)
+    return not earlier or Path(earlier).exists()
+
+
+def judge_deferred(config: pytest.Config) -> None:
+    """Judge the root cause of the composite checks that failed while the earlier areas' harness was still running:
+    once it has finished, as each check would have been judged in one harness. Each is judged with the request and
+    fixtures it ran with (put back on the item for the search, then taken away again)."""
+    deferred, config.stash[_DEFERRED] = config.stash.get(_DEFERRED, []), []
+    if not deferred:
+        return
+    spent: dict[str, dict[str, float]] = {}
+
+    def judge(item, request, funcargs, step):  # with what pytest took from the check once it had run
+        done = item._request, item.funcargs
+        item._request, item.funcargs = request, funcargs
+        item.stash[STARTED] = (time.perf_counter(), CLOCK.read())
+        try:
+            return step(item)
+        finally:
+            item._request, item.funcargs = done
+            so_far = spent.setdefault(item.nodeid, {})
+            for key, value in seconds(item).items():  # the search's time is the check's, as when judged at once
+                so_far[key] = so_far.get(key, 0.0) + value
+
+    for waiting in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
+        judge(*waiting, lambda item: speculate(item, lambda: earlier_areas_known(config)))
+    area_verdicts(config)  # waits for the earlier areas' harness to end
+    results = recorder(config).results
+    for item, request, funcargs in deferred:  # in the areas' order, each knowing how the checks before it ended
+        blocks = judge(item, request, funcargs, lambda item: culprits(item, *area_verdicts(config)))
+        failed = results[item.nodeid]
+        total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
+                 for key, value in spent[item.nodeid].items()}
+        if blocks:
+            failed = dict(entry(item, "passed", ""),
+                          advisories=[advisory(item, blocks), *failed.get("advisories", [])])
+        results[item.nodeid] = dict(failed, seconds=total)
+    recorder(config).write()
+
+
+def area_verdicts(config: pytest.Config) -> tuple[set[str], set[str]]:
+    """The areas graded so far without a failure (cleared), and those with a failed check (failed), the earlier areas
+    graded by another harness included (waiting for its end): the same sets whether `grade` ran the submission in
+    one harness or two."""
+    entries = list(recorder(config).results.values())
+    earlier = config.getoption("earlier_areas_json", None)
+    if earlier:
+        path = Path(earlier)
+        while not path.exists():  # `grade` writes it when that harness ends, whatever its end; its timeout bounds this
+            time.sleep(0.05)
+        try:
+            entries += [e for e in json.loads(path.read_text()) if isinstance(e, dict)]
+        except (OSError, ValueError):
+            pass
+    graded = {e.get("area") for e in entries if e.get("outcome") not in ("pending", None)}
+    failed = {e.get("area") for e in entries if e.get("outcome") == "failed"}
+    return graded - failed - {e.get("area") for e in entries if e.get("outcome") == "pending"}, failed

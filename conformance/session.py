@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import functools
 import gc
-import json
-import time
 from pathlib import Path
 
 import pytest
@@ -19,13 +17,13 @@ from hypothesis.internal.conjecture import engine
 
 from under_test.loader import Program, extract
 from under_test.processes import stop_zygote
-from under_test.sandbox import CLOCK, Sandbox, WorkerDied
+from under_test.sandbox import Sandbox, WorkerDied
 from under_test.source import SubmissionError
 
 from . import budgets, profiles, rootcause
 from . import options as grading
 from .areas import AREAS, GIVEN, MISSING
-from .recorder import STARTED, Recorder, entry, recorder, seconds
+from .recorder import Recorder, entry, recorder
 
 profiles.register()
 
@@ -222,23 +220,15 @@ def _check_names(request: pytest.FixtureRequest):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item: pytest.Item):
-    """A composite's failed check is graded again with trusted building blocks (`conformance.rootcause`).
+    """A composite's failed check is graded again with trusted building blocks (`rootcause.excused`).
 
     Whatever the outcome, what the submission tried to reach of the harness during the check is reported.
     """
     try:
         return (yield)
     except BaseException as error:
-        if not rootcause.eligible(item, error):
+        if not rootcause.excused(item, error):
             raise
-        if not earlier_areas_known(item.config):
-            # Judged after the last check (`_deferred`), with what pytest takes from a check once it has run.
-            item.config.stash.setdefault(_DEFERRED, []).append((item, item._request, dict(item.funcargs)))
-            raise
-        blocks = rootcause.culprits(item, *area_verdicts(item.config))
-        if not blocks:
-            raise
-        item.user_properties.append(("advisory", rootcause.advisory(item, blocks)))
         return None
     finally:
         box = getattr(item, "funcargs", {}).get("sandbox")
@@ -247,71 +237,11 @@ def pytest_runtest_call(item: pytest.Item):
             item.user_properties.extend(("advisory", text) for text in borrowed_layer(item, box))
 
 
-_DEFERRED = pytest.StashKey[list]()  # failed composite checks whose root cause waits for the earlier areas
-
-
-def earlier_areas_known(config: pytest.Config) -> bool:
-    earlier = config.getoption("earlier_areas_json", None)
-    return not earlier or Path(earlier).exists()
-
-
 @pytest.hookimpl(wrapper=True, tryfirst=True)
 def pytest_runtest_teardown(item: pytest.Item, nextitem: pytest.Item | None):
-    if nextitem is None and item.config.stash.get(_DEFERRED, None):
-        _deferred(item.config)  # before the session's fixtures (the sandbox) are torn down
+    if nextitem is None:
+        rootcause.judge_deferred(item.config)  # before the session's fixtures (the sandbox) are torn down
     return (yield)
-
-
-def _deferred(config: pytest.Config) -> None:
-    """Judge the root cause of the composite checks that failed while the earlier areas' harness was still running
-    (`grade` with a job to spare): once it has finished, as that check would have been judged in one harness."""
-    deferred, config.stash[_DEFERRED] = config.stash[_DEFERRED], []
-    spent: dict[str, dict[str, float]] = {}
-
-    def judge(item, request, funcargs, step):  # with what pytest took from the check once it had run
-        done = item._request, item.funcargs
-        item._request, item.funcargs = request, funcargs
-        item.stash[STARTED] = (time.perf_counter(), CLOCK.read())
-        try:
-            return step(item)
-        finally:
-            item._request, item.funcargs = done
-            so_far = spent.setdefault(item.nodeid, {})
-            for key, value in seconds(item).items():  # the search's time is the check's, as when judged at once
-                so_far[key] = so_far.get(key, 0.0) + value
-
-    for waiting in deferred:  # while the earlier areas' harness runs: the trials the search will ask for anyway
-        judge(*waiting, lambda item: rootcause.speculate(item, lambda: earlier_areas_known(config)))
-    area_verdicts(config)  # waits for the earlier areas' harness to end
-    for item, request, funcargs in deferred:  # in the areas' order, each knowing how the checks before it ended
-        blocks = judge(item, request, funcargs, lambda item: rootcause.culprits(item, *area_verdicts(config)))
-        failed = recorder(config).results[item.nodeid]
-        total = {key: round(failed.get("seconds", {}).get(key, 0.0) + value, 3)
-                 for key, value in spent[item.nodeid].items()}
-        if blocks:
-            failed = dict(entry(item, "passed", ""),
-                          advisories=[rootcause.advisory(item, blocks), *failed.get("advisories", [])])
-        recorder(config).results[item.nodeid] = dict(failed, seconds=total)
-    recorder(config).write()
-
-
-def area_verdicts(config: pytest.Config) -> tuple[set[str], set[str]]:
-    """The areas graded so far without a failure (cleared), and those with a failed check (failed), the earlier areas
-    graded by another harness included (waiting for its end): the same sets whether `grade` ran the submission in
-    one harness or two."""
-    entries = list(recorder(config).results.values())
-    earlier = config.getoption("earlier_areas_json", None)
-    if earlier:
-        path = Path(earlier)
-        while not path.exists():  # `grade` writes it when that harness ends, whatever its end; its timeout bounds this
-            time.sleep(0.05)
-        try:
-            entries += [e for e in json.loads(path.read_text()) if isinstance(e, dict)]
-        except (OSError, ValueError):
-            pass
-    graded = {e.get("area") for e in entries if e.get("outcome") not in ("pending", None)}
-    failed = {e.get("area") for e in entries if e.get("outcome") == "failed"}
-    return graded - failed - {e.get("area") for e in entries if e.get("outcome") == "pending"}, failed
 
 
 def borrowed_layer(item: pytest.Item, box: Sandbox) -> list[str]:
