@@ -8,9 +8,12 @@ from pathlib import Path
 import pytest
 import torch
 
+from conformance import profiles
+
 ROOT = Path(__file__).resolve().parent.parent
 
 torch.set_num_threads(1)
+profiles.register()  # the harness's Hypothesis profiles, which some tests load by name (a harness registers them too)
 
 
 @pytest.fixture

@@ -14,6 +14,8 @@ from conformance.areas import AREAS, RUBRIC
 from conformance.budgets import APART
 from corpus import ROOT
 
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
+
 GOOD_BATCHNORM = (ROOT / "reference" / "batchnorm.py").read_text()
 
 TAMPERING = '''

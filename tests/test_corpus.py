@@ -13,6 +13,8 @@ import pytest
 from conformance.launch import harness_argv
 from corpus import ROOT, grade, load_bugs
 
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
+
 BUGS = load_bugs()
 
 

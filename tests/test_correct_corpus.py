@@ -14,6 +14,8 @@ import pytest
 from conformance.areas import AREAS
 from corpus import ROOT, grade
 
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
+
 FOLDER = ROOT / "corpus" / "correct"
 MANIFEST = tomllib.loads((FOLDER / "MANIFEST.toml").read_text())["submission"]
 

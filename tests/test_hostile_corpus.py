@@ -19,8 +19,12 @@ import time
 import tomllib
 from pathlib import Path
 
+import pytest
+
 from conformance.areas import AREAS
 from corpus import ROOT
+
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
 
 FOLDER = ROOT / "corpus" / "hostile"
 MANIFEST = tomllib.loads((FOLDER / "MANIFEST.toml").read_text())["case"]

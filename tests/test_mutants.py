@@ -17,6 +17,8 @@ from benchmarks import mutation
 from benchmarks.mutation import BASE, EQUIVALENT, OPERATORS, Mutant, generate, load_equivalent
 from corpus import ROOT, grade
 
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
+
 SAMPLE = tomllib.loads((ROOT / "benchmarks" / "mutant_sample.toml").read_text())
 KILLED = SAMPLE["killed"]
 EQUIVALENT_SAMPLE = SAMPLE["equivalent"]

@@ -12,6 +12,8 @@ import pytest
 from conformance.launch import harness_argv
 from corpus import ROOT, Bug, grade, load_bugs
 
+pytestmark = pytest.mark.slow  # grades whole submissions: not in the fast lane (`-m 'not slow'`)
+
 BUGS = {bug.id: bug for bug in load_bugs()}
 
 
