@@ -163,14 +163,14 @@ def grade(impl: Path, areas: list[str], out: Path, *extra: str, profile: str = "
     instead of a new interpreter: the same checks, seconds less per run. The
     submission's code still runs only in the sandbox worker the harness starts.
     """
-    from conformance.launch import harness_argv, run_forked
+    from conformance.launch import harness_argv, isolated_ini, run_forked
 
     results = out / "results.json"
     # Collect only the areas' own check modules (collecting every module imports scikit-image,
     # scikit-learn and the rest, seconds per run).
     modules = [f"conformance.checks.test_{area}" for area in areas] or ["conformance.checks"]
     arguments = harness_argv(impl, modules=modules, areas=areas, profile=profile, results_json=results,
-                             extra=["-q", *extra])
+                             ini=isolated_ini(out), extra=["-q", *extra])  # as `grade` runs it: no conftest of ours
     log = out / "harness.log"
     if fork:
         run_forked(arguments, log, ROOT)

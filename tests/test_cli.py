@@ -52,6 +52,14 @@ class BatchNorm2d(nn.Module):
 '''
 
 
+HANGS_WHILE_LOADING = '''
+import torch.nn as nn
+class BatchNorm2d(nn.Module):
+    while True:  # its definition never finishes: loading waits --load-timeout for it
+        pass
+'''
+
+
 def run_grade(*args, timeout=600):
     return subprocess.run([sys.executable, "-m", "conformance.cli", "grade", *map(str, args)],
                           capture_output=True, text=True, cwd=ROOT, timeout=timeout)
@@ -269,7 +277,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     import time
 
     (tmp_path / "a.py").write_text(GOOD_BATCHNORM)
-    (tmp_path / "b.py").write_text(HANGING)
+    (tmp_path / "b.py").write_text(HANGS_WHILE_LOADING)
     out = tmp_path / "out"
     command = [sys.executable, "-m", "conformance.cli", "grade", tmp_path / "a.py", tmp_path / "b.py", "--out", out,
                "--profile", "corpus", "--load-timeout", "60", "--jobs", "1"]  # b starts once a is graded
@@ -278,7 +286,7 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     while not (out / "a" / "results.json").exists() or not (out / "b").exists():
         assert time.monotonic() < deadline and run.poll() is None
         time.sleep(0.2)
-    time.sleep(1)  # b is loading (it hangs in its definition for a minute)
+    time.sleep(1)  # b is loading (it hangs in its definition, for --load-timeout's minute)
     started = descendants(run.pid)
     assert len(started) >= 3  # the zygote, b's harness, its workers' zygote and worker
     run.send_signal(signal.SIGINT)
