@@ -60,7 +60,7 @@ def test_a_sampled_equivalent_mutant_passes_the_checks_of_its_name(entry, tmp_pa
     assert mutant.id in load_equivalent(), f"{mutant.id} is not listed in {EQUIVALENT.name}"
     area = graded_areas()[mutant.definition]
     data = grade(path, [area], tmp_path, "-k", entry["checks"], profile="conformance", fork=True)
-    ran = [t for t in data["tests"] if t["outcome"] not in ("pending", "deselected")]
+    ran = [t for t in data["tests"] if t["name"].startswith(f"{area}: test_")]  # not the other areas' placeholders
     assert ran and all(t["outcome"] == "passed" for t in ran), [(t["name"], t["output"][:800]) for t in ran
                                                                   if t["outcome"] != "passed"]
 
