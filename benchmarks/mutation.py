@@ -254,9 +254,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--against", default="thorough",
                         help="the profile the survivors are graded at again, side by side ('' for none)")
     parser.add_argument("--list", action="store_true", help="list the mutants and stop")
+    parser.add_argument("--report-only", action="store_true",
+                        help="grade nothing: write the report again from what --out already holds (e.g. after "
+                             "reviewing equivalent_mutants.toml), keeping the time the grading took")
     options = parser.parse_args(argv)
+    if options.report_only and options.out is None:
+        parser.error("--report-only reads --out DIR")
     out = options.out or Path(tempfile.mkdtemp(prefix="mutation-"))
     folder = out / "mutants"
+    if options.report_only:
+        return _report_again(options, out)
     shutil.rmtree(folder, ignore_errors=True)
     mutants = write_mutants(options.base, folder, set(options.only or ()), options.limit, options.ids)
     if options.list:
@@ -268,15 +275,7 @@ def main(argv: list[str] | None = None) -> int:
           file=sys.stderr)
     started = time.perf_counter()
     outcomes, code = grade_all(folder, out / "graded", mutants, options.jobs, options.profile)
-    equivalent = load_equivalent()
-    areas = graded_areas()
-    rows = []
-    for m in mutants:
-        outcome, failed = outcomes[m.id]
-        if outcome == "survived" and m.id in equivalent:
-            outcome = "equivalent"
-        rows.append({**asdict(m), "area": areas[m.definition], "outcome": outcome,
-                     "reason": equivalent.get(m.id, ""), "failed": failed})
+    rows = _rows(mutants, outcomes)
     alive = [m for m, row in zip(mutants, rows) if row["outcome"] in ("survived", "equivalent")]
     if options.against and alive:
         print(f"{len(alive)} survivors (equivalent ones included) graded again at --profile {options.against}",
@@ -291,10 +290,43 @@ def main(argv: list[str] | None = None) -> int:
             if row["id"] in second:
                 row[options.against], row[f"failed at {options.against}"] = second[row["id"]]
     seconds = time.perf_counter() - started
+    (out / "seconds.txt").write_text(f"{seconds:.0f}\n")
     (out / "mutants.json").write_text(json.dumps(rows, indent=1))
     (out / "report.md").write_text(report(rows, options.base, seconds, options.profile, options.against))
     print((out / "report.md").read_text())
     return 0 if code in (0, 1) else code
+
+
+def _rows(mutants: list[Mutant], outcomes: dict) -> list[dict]:
+    equivalent = load_equivalent()
+    areas = graded_areas()
+    rows = []
+    for m in mutants:
+        outcome, failed = outcomes[m.id]
+        if outcome == "survived" and m.id in equivalent:
+            outcome = "equivalent"
+        rows.append({**asdict(m), "area": areas[m.definition], "outcome": outcome,
+                     "reason": equivalent.get(m.id, ""), "failed": failed})
+    return rows
+
+
+def _report_again(options, out: Path) -> int:
+    """The report of an earlier run in `out`, from its graded results, with today's equivalent list and areas."""
+    names = {p.name for p in (out / "graded").iterdir() if (p / "results.json").exists()}
+    mutants = [m for m, _, _ in generate(options.base.read_text(), set(graded_areas())) if _file_name(m.id) in names]
+    rows = _rows(mutants, read_outcomes(out / "graded", mutants))
+    again = out / f"graded-{options.against}"
+    if options.against and again.exists():
+        alive = [m for m in mutants if (again / _file_name(m.id) / "results.json").exists()]
+        for m_id, value in read_outcomes(again, alive).items():
+            row = next(r for r in rows if r["id"] == m_id)
+            row[options.against], row[f"failed at {options.against}"] = value
+    recorded = out / "seconds.txt"
+    seconds = float(recorded.read_text()) if recorded.exists() else float("nan")
+    (out / "mutants.json").write_text(json.dumps(rows, indent=1))
+    (out / "report.md").write_text(report(rows, options.base, seconds, options.profile, options.against))
+    print((out / "report.md").read_text())
+    return 0
 
 
 def grade_all(folder: Path, graded: Path, mutants: list[Mutant], jobs: int, profile: str) -> tuple[dict, int]:
@@ -302,6 +334,11 @@ def grade_all(folder: Path, graded: Path, mutants: list[Mutant], jobs: int, prof
     failed on it, and grade's exit code."""
     done = subprocess.run([sys.executable, "-m", "conformance", "grade", str(folder), "--each", "--out", str(graded),
                            "--jobs", str(jobs), "--profile", profile], cwd=ROOT)
+    return read_outcomes(graded, mutants), done.returncode
+
+
+def read_outcomes(graded: Path, mutants: list[Mutant]) -> dict:
+    """Each mutant's outcome in `graded` (a `grade --each` output folder), with the checks that failed on it."""
     outcomes = {}
     for m in mutants:
         path = graded / _file_name(m.id) / "results.json"
@@ -309,7 +346,7 @@ def grade_all(folder: Path, graded: Path, mutants: list[Mutant], jobs: int, prof
         failed = sorted(t["name"].partition(": ")[2] or t["name"] for t in results.get("tests", [])
                         if t["outcome"] in ("failed", "error"))
         outcomes[m.id] = (verdict(results), failed)
-    return outcomes, done.returncode
+    return outcomes
 
 
 def choose_sample(rows: list[dict], size: int = 28) -> list[dict]:
