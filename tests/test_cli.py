@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -281,7 +282,8 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "conformance.cli", "grade", tmp_path / "a.py", tmp_path / "b.py", "--out", out,
                "--profile", "corpus", "--load-timeout", "60", "--jobs", "1"]  # b starts once a is graded
-    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                           env=dict(os.environ, PYTHONFAULTHANDLER="1"))  # SIGABRT then shows where it waits
     deadline = time.monotonic() + 300
     while not (out / "a" / "results.json").exists() or not (out / "b").exists():
         assert time.monotonic() < deadline and run.poll() is None
@@ -290,7 +292,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     started = descendants(run.pid)
     assert len(started) >= 3  # the zygote, b's harness, its workers' zygote and worker
     run.send_signal(signal.SIGINT)
-    stdout, stderr = run.communicate(timeout=60)
+    try:
+        stdout, stderr = run.communicate(timeout=60)
+    except subprocess.TimeoutExpired:
+        run.send_signal(signal.SIGABRT)
+        stdout, stderr = run.communicate(timeout=30)
+        pytest.fail(f"grade did not stop within 60 s of Ctrl-C; where it was:\n{stderr[-6000:]}")
     assert run.returncode == 130, stderr
     assert "interrupted; 1 submissions graded, 1 not" in stderr and "Traceback" not in stderr
     assert (out / "a" / "results.json").exists() and not (out / "b").exists()
