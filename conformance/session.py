@@ -60,9 +60,11 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 def new_sandbox(config: pytest.Config) -> Sandbox:
-    values = grading.from_config(config)
-    parse_aliases(values["aliases"])  # a usage error, said as one
-    return Sandbox(config.getoption("impl"), **grading.sandbox_kwargs(values))
+    try:
+        kwargs = grading.sandbox_kwargs(grading.from_config(config))
+    except ValueError as error:  # a malformed --alias: a usage error, said as one
+        raise pytest.UsageError(str(error)) from None
+    return Sandbox(config.getoption("impl"), **kwargs)
 
 
 _EARLY = pytest.StashKey[Sandbox]()  # the sandbox launched at configure time, taken by the `sandbox` fixture
