@@ -4,14 +4,18 @@ Every value coming back from the sandbox is a `Returned` (the type the submissio
 really returned plus a plain copy of the data). `tensor_of` refuses anything but an
 exact `torch.Tensor`; `assert_close` checks shape, dtype, then values, and reports
 the count of mismatches, the largest absolute error and its index.
+
+Every tolerance the checks use is named here (`Tolerance`), with why it is what it is.
 """
 
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 
+from fixtures import snapshots
 from under_test.wire import Handle, Returned
 
 
@@ -46,13 +50,47 @@ def require_plain(type_name: str, what: str, allowed: tuple[str, ...] = ("torch.
              "(return an ordinary tensor; subclasses and wrappers are not accepted)")
 
 
-# Tolerances per dtype: (rtol, atol). Sums of a few hundred float32 terms stay well inside.
-TOLERANCES = {torch.float32: (1e-4, 1e-5), torch.float64: (1e-7, 1e-9)}
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= atol + rtol * |expected|, everywhere."""
+
+    rtol: float
+    atol: float
+
+    def at(self, scale: float = 1.0) -> dict[str, float]:
+        """rtol and atol as keywords, atol grown with the magnitude `scale` of the values compared (when above 1)."""
+        return {"rtol": self.rtol, "atol": self.atol * max(1.0, scale)}
+
+    def close(self, actual: torch.Tensor, expected: torch.Tensor, scale: float = 1.0) -> bool:
+        return torch.allclose(actual, expected, **self.at(scale))
+
+
+# A submission's result against the oracle's, per dtype. Sums of a few hundred float32 terms stay well inside.
+FLOAT32 = Tolerance(1e-4, 1e-5)
+FLOAT64 = Tolerance(1e-7, 1e-9)
+TOLERANCES = {torch.float32: FLOAT32, torch.float64: FLOAT64}
+# A wrong result matched against what a known mistake computes (`diagnosis`): a hint is chosen, never a verdict.
+# Values of order one; probabilities and a shift by eps, smaller, are matched with SMALL_MISTAKE.
+MISTAKE = FLOAT32
+SMALL_MISTAKE = Tolerance(1e-4, 1e-6)
+# A float64 running buffer after one update, against each convention's update (PyTorch's unbiased, ARENA's biased).
+BUFFER_UPDATE = Tolerance(1e-6, 1e-8)
+# In eval mode, an image alone against its row of the batch: another reduction order, perhaps another convolution
+# algorithm for another batch size (atol scaled by the logits' magnitude).
+BATCH_ROW = Tolerance(1e-4, 1e-4)
+# The same batch through the same model twice: only nondeterministic kernels could differ (atol scaled likewise).
+REPEAT = Tolerance(1e-5, 1e-6)
+# BatchNorm's train-mode output statistics of a fixed float64 batch: per-channel mean 0 and biased variance 1.
+NORMALISED_MEAN = Tolerance(1e-7, 1e-6)
+NORMALISED_VARIANCE = Tolerance(1e-7, 1e-4)
+# ResNet34 logits against the stored snapshots, or two ResNet34 forwards of the same weights: the snapshots' own
+# tolerance, measured and explained in `fixtures.snapshots` (which the project's tests hold the snapshots to).
+LOGITS = Tolerance(snapshots.LOGITS_RTOL, snapshots.LOGITS_ATOL)
 
 
 def tolerance(dtype: torch.dtype, scale: float = 1.0) -> tuple[float, float]:
-    rtol, atol = TOLERANCES.get(dtype, (1e-4, 1e-5))
-    return rtol, atol * max(1.0, scale)
+    found = TOLERANCES.get(dtype, FLOAT32).at(scale)
+    return found["rtol"], found["atol"]
 
 
 # A difference like x - mean(x), computed in another order, is off by a few ulps of |x|: where the result is then

@@ -20,24 +20,22 @@ import pytest
 import torch
 
 from conformance.areas import GIVEN
-from conformance.budgets import Training
+from conformance.budgets import TRAIN_SECONDS, Training
 from conformance.compare import fail
 from under_test.sandbox import SubmissionRaised
 from under_test.wire import Handle, Returned
-
-LOSS_WINDOW = 3
-LOSS_DROP = 0.75  # the mean of the last losses must be at most this fraction of the mean of the first ones
-
 
 def accuracy(outputs: torch.Tensor, labels: torch.Tensor) -> float:
     return float((outputs.argmax(dim=-1) == labels).to(torch.float64).mean())
 
 
-def loss_fell(losses: list[float], window: int = LOSS_WINDOW, drop: float = LOSS_DROP) -> bool:
+def loss_fell(losses: list[float], budget: Training) -> bool:
+    """The mean of the last `budget.loss_window` losses is at most `budget.loss_drop` times the first ones'."""
+    window = budget.loss_window
     if len(losses) < 2 * window or not all(math.isfinite(v) for v in losses):
         return False
     first, last = sum(losses[:window]) / window, sum(losses[-window:]) / window
-    return last <= drop * first
+    return last <= budget.loss_drop * first
 
 
 def describe_losses(losses: list[float]) -> str:
@@ -167,7 +165,7 @@ def run_own_train(sandbox, plan: OwnTrain, datasets: tuple, defaults: dict, advi
     overrides = {"epochs": budget.epochs, "batch_size": budget.batch}
     try:
         result, used = sandbox.run_train(datasets, args_class=plan.args_class, overrides=overrides,
-                                         defaults=defaults)
+                                         defaults=defaults, timeout=TRAIN_SECONDS)
     except SubmissionRaised as error:
         shown = ", ".join(f"{k}={v}" for k, v in overrides.items())
         note = (f"train(args) ({plan.where}) raised, run with {plan.args_class} ({shown}) on {len(datasets[0])} "

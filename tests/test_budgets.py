@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ast
+from pathlib import Path
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -65,3 +68,72 @@ def test_the_static_feature_extraction_checks_draw_the_same_class_counts():
     assert drawn[0][1] == drawn[1][1] and drawn[2][1] == drawn[3][1], drawn
     # The explicit examples first (the course's fn(10), then ResNet34's default 1000 classes), then the drawn ones.
     assert drawn[0][1][:2] == [10, 1000] and len(drawn[0][1]) == 2 + budgets.EXAMPLES[checks[0].__name__], drawn
+
+
+# ---- each fact once: budgets, thresholds, time bounds and tolerances by name -------------------------------------
+
+HARNESS = Path(__file__).resolve().parent.parent / "conformance"
+JUDGING_MODULES = sorted([*HARNESS.glob("checks/test_*.py"), *(HARNESS / f"{name}.py" for name in (
+    "training", "structure", "probing", "rootcause", "course"))])
+NAMED_ONLY = {"rtol", "atol", "timeout", "limit"}  # a keyword that must take a named figure, never a literal
+
+
+def hypothesis_checks() -> dict[str, object]:
+    import importlib
+
+    found = {}
+    for path in sorted(HARNESS.glob("checks/test_*.py")):
+        module = importlib.import_module(f"conformance.checks.{path.stem}")
+        found.update({name: value for name, value in vars(module).items()
+                      if name.startswith("test_") and callable(value) and value.__module__ == module.__name__})
+    return found
+
+
+def test_every_budget_names_a_hypothesis_check_that_exists():
+    checks = hypothesis_checks()
+    for name in {*budgets.NEEDED, *budgets.EXAMPLES}:
+        assert name in checks, f"budgets names {name}, which no check module defines (renamed or removed?)"
+        assert getattr(checks[name], "hypothesis", None) is not None, f"{name} draws no examples: it needs no budget"
+
+
+def literal_figures(path: Path) -> list[str]:
+    """Where `path` writes a tolerance or a time bound as a number, not a name of budgets or compare."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.keyword) and node.arg in NAMED_ONLY and isinstance(node.value, ast.Constant) \
+                and isinstance(node.value.value, (int, float)) and not isinstance(node.value.value, bool):
+            found.append(f"{path.name}:{node.value.lineno}: {node.arg}={node.value.value!r}")
+        if isinstance(node, ast.Call) and getattr(node.func, "attr", "") in ("allclose", "isclose") \
+                and len(node.args) > 2:
+            found.append(f"{path.name}:{node.lineno}: {ast.unparse(node.func)} with positional tolerances")
+    return found
+
+
+def test_tolerances_and_time_bounds_are_written_by_name():
+    assert len(JUDGING_MODULES) > 9
+    found = [line for path in JUDGING_MODULES for line in literal_figures(path)]
+    assert not found, "name these in conformance/compare.py (tolerances) or conformance/budgets.py (time):\n" + \
+        "\n".join(found)
+
+
+def test_the_name_check_sees_a_literal_tolerance(tmp_path):
+    path = tmp_path / "test_sample.py"
+    path.write_text("import torch\nok = torch.allclose(a, b, **MISTAKE.at())\n"
+                    "bad = torch.allclose(a, b, rtol=1e-4, atol=1e-5)\nsandbox.fit(h, x, y, timeout=60)\n")
+    assert literal_figures(path) == ["test_sample.py:3: rtol=0.0001", "test_sample.py:3: atol=1e-05",
+                                     "test_sample.py:4: timeout=60"]
+
+
+def test_every_trusted_block_is_declared_once():
+    from conformance.areas import BUILDING_BLOCKS, CHAIN, COMPOSITES, PARTS
+    from under_test import trusted
+
+    assert not set(BUILDING_BLOCKS) & set(CHAIN), "a part is both a building block and a link of the chain"
+    assert set(PARTS) == set(BUILDING_BLOCKS) | set(CHAIN)
+    for area_id, parts in COMPOSITES.items():
+        assert len(parts) == len(set(parts)), f"{area_id}'s parts list one twice: {parts}"
+        assert set(parts) <= set(PARTS), f"{area_id} is built from parts no area judges: {set(parts) - set(PARTS)}"
+    lent = {part for parts in COMPOSITES.values() for part in parts}
+    assert set(trusted.BLOCKS) == lent, (
+        f"trusted versions without a composite using them: {set(trusted.BLOCKS) - lent}; parts a composite uses "
+        f"without a trusted version: {lent - set(trusted.BLOCKS)}")

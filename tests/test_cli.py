@@ -282,8 +282,12 @@ def test_ctrl_c_stops_cleanly_and_keeps_what_was_graded(tmp_path):
     out = tmp_path / "out"
     command = [sys.executable, "-m", "conformance.cli", "grade", tmp_path / "a.py", tmp_path / "b.py", "--out", out,
                "--profile", "corpus", "--load-timeout", "60", "--jobs", "1"]  # b starts once a is graded
+    # As at a terminal: SIGINT's default disposition. A process started in the background of a non-interactive shell
+    # inherits SIGINT ignored, and Python then leaves it ignored (`nohup grade &` is meant to survive a Ctrl-C), so a
+    # test run started that way would see a grade that never hears the signal.
     run = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
-                           env=dict(os.environ, PYTHONFAULTHANDLER="1"))  # SIGABRT then shows where it waits
+                           env=dict(os.environ, PYTHONFAULTHANDLER="1"),  # SIGABRT then shows where it waits
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     deadline = time.monotonic() + 300
     while not (out / "a" / "results.json").exists() or not (out / "b").exists():
         assert time.monotonic() < deadline and run.poll() is None

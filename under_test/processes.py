@@ -12,6 +12,7 @@ from . import zygote
 DEFAULT_TIMEOUT = 10.0  # one call into the submission
 DEFAULT_MEMORY_MB = 2048
 DEFAULT_LOAD_TIMEOUT = 20.0  # one top-level definition of the submission (an import, a class, a function)
+START_TIMEOUT = 120.0  # a worker's start from scratch (importing torch), before its first definition
 
 _SUBREAPER: list[bool] = []  # set once this process adopts the orphans of its descendants
 LIVE: set[int] = set()  # the pids of this process's running workers (and of `conformance grade`'s harnesses)

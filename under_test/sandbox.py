@@ -27,12 +27,10 @@ from fixtures import standin
 
 from . import wire, zygote
 from .bulk import MEMORY, Bulk
-from .processes import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LIVE, become_subreaper,
-                        kill_adopted, own_zygote)
+from .processes import (DEFAULT_LOAD_TIMEOUT, DEFAULT_MEMORY_MB, DEFAULT_TIMEOUT, LIVE, START_TIMEOUT,
+                        become_subreaper, kill_adopted, own_zygote)
 from .wire import HEADER, Handle, Returned
 
-START_TIMEOUT = 120.0
-TRAIN_TIMEOUT = 120.0  # one training run of the harness or of the submission's own train()
 
 
 class SubmissionRaised(Exception):
@@ -444,7 +442,7 @@ class Sandbox:
         return self.request("grad", target, args, cotangent, kwargs=kwargs)
 
     def fit(self, handle: Handle, inputs: torch.Tensor, labels: torch.Tensor, *, epochs: int = 1,
-            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, timeout: float = TRAIN_TIMEOUT) -> list[float]:
+            batch_size: int = 32, lr: float = 1e-3, seed: int = 0, timeout: float) -> list[float]:
         """Train the module's trainable parameters the course's way (Adam, cross-entropy, train mode).
 
         Returns the loss of every batch as plain floats; the model stays in the worker.
@@ -454,7 +452,7 @@ class Sandbox:
         return _floats(reply.get("losses") if isinstance(reply, dict) else None, "the training loop's losses")
 
     def run_train(self, datasets: tuple, *, args_class: str | None, overrides: dict | None = None,
-                  defaults: dict | None = None, seed: int = 0, timeout: float = TRAIN_TIMEOUT) -> tuple[object, dict]:
+                  defaults: dict | None = None, seed: int = 0, timeout: float) -> tuple[object, dict]:
         """Run the submission's own `train(args)` with the course's data helpers returning `datasets`.
 
         Returns what train returned (decoded: Handles, lists, Returned tensors) and the args it

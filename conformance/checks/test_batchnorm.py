@@ -17,7 +17,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance.areas import area, requires
-from conformance.compare import assert_close, assert_equal, fail, rounding_slack, tensor_of, tolerance
+from conformance.compare import (
+    NORMALISED_MEAN, NORMALISED_VARIANCE, SMALL_MISTAKE, assert_close, assert_equal, fail, rounding_slack,
+    tensor_of, tolerance,
+)
 from conformance.course import probes
 from conformance.probing import (
     advise_on_repr, describe_state, load_state, printable, set_mode, state_entries, state_tensors,
@@ -313,7 +316,7 @@ def test_batchnorm_eval_mode_uses_running_buffers_and_changes_nothing(sandbox, d
                * state["weight"].view(shape) + state["bias"].view(shape))
     value = tensor_of(got, "BatchNorm2d eval-mode output")
     if value.shape == expected.shape and not torch.allclose(outside, expected) \
-            and torch.allclose(value.to(outside.dtype), outside, rtol=1e-4, atol=1e-6):
+            and SMALL_MISTAKE.close(value.to(outside.dtype), outside):
         hint = ("eps is added outside the square root: normalise with (x - mean) / sqrt(var + eps), eps inside, "
                 "as torch does")
     assert_close(got, expected, "BatchNorm2d eval-mode output", hint=hint)
@@ -341,7 +344,7 @@ def test_batchnorm_train_mode_output_statistics(sandbox):
     set_mode(sandbox, handle, True)
     out = tensor_of(sandbox.call(handle, x), "BatchNorm2d(3) on a (2, 3, 2, 4) batch")
     assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64),
-                 "per-channel mean of the train-mode output", atol=1e-6)
+                 "per-channel mean of the train-mode output", **NORMALISED_MEAN.at())
     assert_close(out.var(dim=(0, 2, 3), unbiased=False), torch.ones(3, dtype=torch.float64),
-                 "per-channel biased variance of the train-mode output", atol=1e-4,
+                 "per-channel biased variance of the train-mode output", **NORMALISED_VARIANCE.at(),
                  hint="normalise with the biased variance (divide by n), eps inside the square root")

@@ -34,15 +34,14 @@ from hypothesis import example, given, seed
 from hypothesis import strategies as st
 
 from conformance.areas import area, requires
-from conformance.budgets import FE_HEAD, FE_OWN
-from conformance.compare import fail, tensor_of
+from conformance.budgets import FE_HEAD, FE_OWN, MODEL_CALL_SECONDS, TRAIN_SECONDS
+from conformance.compare import LOGITS, fail, tensor_of
 from conformance.course import probes
 from conformance.probing import Entry, set_mode, state_entries
 from conformance.training import (
     accuracy, describe_losses, judge_own_run, loss_fell, run_own_train, skip_unless_own_train,
 )
 from fixtures.digits import N_CLASSES, resnet_digits
-from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL
 from fixtures.standin import pretrained_resnet34, pretrained_source, pretrained_values
 from under_test.sandbox import SubmissionRaised, WorkerDied
 from under_test.wire import Handle, WireError
@@ -57,10 +56,7 @@ FEATURES = 512
 N_CLASS_DRAWS = st.integers(1, 50)
 
 # The harness's head training and the submission's own train(args): `conformance.budgets`.
-MIN_HEAD_ACCURACY = 0.40  # chance is 0.10; a linear head on the frozen stand-in features reaches about 0.85
 RESNET_ARGS_DEFAULTS = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-3, "n_classes": N_CLASSES}
-MIN_OWN_ACCURACY = 0.25  # with the course's lr=1e-3 a correct train reaches about 0.73
-SLOW_CALL = 60.0  # building a full ResNet34, or one forward over the held-out digits: about a second each
 
 FRESH_HEAD_HINT = ("build the model in this order: my_resnet = ResNet34(); copy_weights(my_resnet, pretrained) "
                    "(the default ResNet34 has the 1000-class head the pretrained weights need); "
@@ -108,7 +104,7 @@ def weights_word() -> str:
 def build(sandbox, n_classes: int) -> Handle:
     """get_resnet_for_feature_extraction(n_classes), with a hint when it raises."""
     try:
-        handle = sandbox.request("call", SUBJECT, (n_classes,), {}, timeout=SLOW_CALL)["value"]
+        handle = sandbox.request("call", SUBJECT, (n_classes,), {}, timeout=MODEL_CALL_SECONDS)["value"]
     except SubmissionRaised as error:
         hint = FRESH_HEAD_HINT
         if n_classes != 1000 and ("copy_weights" in error.traceback or "size mismatch" in error.message):
@@ -181,7 +177,7 @@ def built(sandbox, n_classes: int) -> Built:
         try:
             set_mode(sandbox, handle, False)
             entry.reply = sandbox.request("call", handle, (sample_images(),), {}, no_grad=True,
-                                          timeout=SLOW_CALL)["value"]
+                                          timeout=MODEL_CALL_SECONDS)["value"]
         except (SubmissionRaised, WorkerDied, WireError) as error:
             entry.stopped = error
         if entry.stopped is None:  # the memo holds plain data: the model itself (87 MB) is not needed again
@@ -270,7 +266,7 @@ def names(items: list[str], limit: int = 3) -> str:
 def eval_outputs(sandbox, handle: Handle, x: torch.Tensor, what: str) -> torch.Tensor:
     """The model's eval-mode outputs on x (no grad), as a plain tensor."""
     set_mode(sandbox, handle, False)
-    return tensor_of(sandbox.request("call", handle, (x,), {}, no_grad=True, timeout=SLOW_CALL)["value"], what)
+    return tensor_of(sandbox.request("call", handle, (x,), {}, no_grad=True, timeout=MODEL_CALL_SECONDS)["value"], what)
 
 
 def judge_buffers(moved: list[str], strict: bool, advise, when: str) -> None:
@@ -343,11 +339,11 @@ def test_feature_extraction_head_is_a_fresh_trainable_linear(sandbox, n_classes)
     if entry.wrong():
         return  # the backbone check reports it; the logits cannot match the oracle's
     expected = oracle_logits(x, weight, bias)
-    if not torch.allclose(got.to(expected.dtype), expected, rtol=LOGITS_RTOL, atol=LOGITS_ATOL):
+    if not LOGITS.close(got.to(expected.dtype), expected):
         error = float((got.to(expected.dtype) - expected).abs().nan_to_num(float("inf")).max())
         fail(f"{what} in eval mode on 4 digit images: the logits differ from torchvision's resnet34 holding the same "
              f"{weights_word()} backbone and your head's weight and bias (max abs error {error:.4g}; tolerance "
-             f"atol={LOGITS_ATOL} + rtol={LOGITS_RTOL} * |expected|). forward must run the backbone, the average "
+             f"atol={LOGITS.atol} + rtol={LOGITS.rtol} * |expected|). forward must run the backbone, the average "
              "pool, then the new head, and return its output (the logits)")
 
 
@@ -369,13 +365,15 @@ def test_feature_extraction_trains_only_the_head_on_digits(sandbox, strict, advi
     if any(before.trainable.get(e.name, False) for e in before.backbone if e.kind == "parameter"):
         # Backbone parameters that require grad move at the first step as surely as over the whole training, which
         # costs ten times as much with the backbone's gradients: one batch decides.
-        sandbox.fit(handle, x[:FE_HEAD.batch], y[:FE_HEAD.batch], epochs=1, batch_size=FE_HEAD.batch, lr=FE_HEAD.lr)
+        sandbox.fit(handle, x[:FE_HEAD.batch], y[:FE_HEAD.batch], epochs=1, batch_size=FE_HEAD.batch, lr=FE_HEAD.lr,
+                    timeout=TRAIN_SECONDS)
         fail_if_backbone_moved(before, read(sandbox, handle, f"{what} after one step"), what,
                                f"{optimiser}, one batch of {FE_HEAD.batch} digits")
         handle = build(sandbox, N_CLASSES)  # nothing moved: train a fresh model as below
         before = read(sandbox, handle, what)
     start = eval_outputs(sandbox, handle, x_held, f"{what} in eval mode on {len(y_held)} held-out digits")
-    losses = sandbox.fit(handle, x, y, epochs=FE_HEAD.epochs, batch_size=FE_HEAD.batch, lr=FE_HEAD.lr)
+    losses = sandbox.fit(handle, x, y, epochs=FE_HEAD.epochs, batch_size=FE_HEAD.batch, lr=FE_HEAD.lr,
+                         timeout=TRAIN_SECONDS)
     after = read(sandbox, handle, f"{what} after training")
     end = eval_outputs(sandbox, handle, x_held, f"{what} after training, in eval mode on the held-out digits")
     fail_if_backbone_moved(before, after, what, recipe)
@@ -386,12 +384,12 @@ def test_feature_extraction_trains_only_the_head_on_digits(sandbox, strict, advi
     score = accuracy(end, y_held)
     summary = (f"training loss {describe_losses(losses)}; held-out cross-entropy {loss_before:.3f} -> "
                f"{loss_after:.3f}; held-out accuracy {score:.1%} (chance {1 / N_CLASSES:.0%})")
-    if not loss_fell(losses) or not loss_after < loss_before:
+    if not loss_fell(losses, FE_HEAD) or not loss_after < loss_before:
         fail(f"training the head of {what} ({recipe}) did not lower the loss: {summary}. forward must return the "
              "logits of the new head on top of the frozen pretrained features")
-    if score < MIN_HEAD_ACCURACY:
+    if score < FE_HEAD.min_accuracy:
         fail(f"after training the head of {what} ({recipe}): {summary}; a linear head on the frozen pretrained "
-             f"features reaches at least {MIN_HEAD_ACCURACY:.0%}. In eval mode the backbone's BatchNorm must use its "
+             f"features reaches at least {FE_HEAD.min_accuracy:.0%}. In eval mode the backbone's BatchNorm must use its "
              "running statistics and forward must return the head's logits")
     judge_buffers(changed(before.backbone, after.backbone, ("buffer",)), strict, advise, "while the head trained")
 
@@ -420,12 +418,12 @@ def test_feature_extraction_own_train_trains_only_the_head(sandbox, program, str
     outputs = eval_outputs(sandbox, run.model, x_held, f"{what}, in eval mode on {len(y_held)} held-out digits")
     score = accuracy(outputs, y_held)
     judge_own_run(run, outputs, y_held, len(train), advise)
-    if run.losses and not loss_fell(run.losses):
+    if run.losses and not loss_fell(run.losses, FE_OWN):
         fail(f"{run.call}, run on {len(train)} digits: its loss list does not fall: {describe_losses(run.losses)} "
              f"(held-out accuracy {score:.1%}). Each step must compute F.cross_entropy(model(imgs), labels), then "
              "loss.backward(), optimizer.step(), optimizer.zero_grad()")
-    if score < MIN_OWN_ACCURACY:
+    if score < FE_OWN.min_accuracy:
         fail(f"{what}, run on {len(train)} digits, reaches {score:.1%} held-out accuracy (chance "
-             f"{1 / N_CLASSES:.0%}); one epoch of head training reaches at least {MIN_OWN_ACCURACY:.0%}"
+             f"{1 / N_CLASSES:.0%}); one epoch of head training reaches at least {FE_OWN.min_accuracy:.0%}"
              + (f"; its losses: {describe_losses(run.losses)}" if run.losses else ""))
     judge_buffers(pretrained_mismatches(model.backbone, ("buffer",)), strict, advise, f"during {run.call}")

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, requires
 from conformance.course import probes
-from conformance.compare import CheckFailure, assert_close, assert_equal, fail, tensor_of
+from conformance.compare import CheckFailure, MISTAKE, SMALL_MISTAKE, assert_close, assert_equal, fail, tensor_of
 from conformance.probing import advise_on_repr, describe_state, load_state, printable, state_entries, state_tensors
 from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, arrays, exact_values, tensors
 from under_test.sandbox import SubmissionRaised
@@ -618,10 +618,10 @@ def test_simple_mlp_returns_logits(sandbox, case):
     logits = mlp_logits(x, weights)
     if got.shape == logits.shape and got.dtype == logits.dtype:
         for dim in (-1, 0):
-            if torch.allclose(got, F.softmax(logits, dim), rtol=1e-4, atol=1e-6):
+            if SMALL_MISTAKE.close(got, F.softmax(logits, dim)):
                 fail(f"SimpleMLP returns softmax probabilities (softmax over dim {dim} of the logits), not the "
                      f"logits.\n{LOGITS_WHY}")
-            if torch.allclose(got, F.log_softmax(logits, dim), rtol=1e-4, atol=1e-5):
+            if MISTAKE.close(got, F.log_softmax(logits, dim)):
                 fail(f"SimpleMLP returns log-probabilities (log_softmax over dim {dim} of the logits), not the "
                      f"logits.\n{LOGITS_WHY}")
     assert_close(got, logits, f"SimpleMLP() on x of shape {shape} ({dtype}), with given weights",
@@ -665,16 +665,13 @@ def test_simple_mlp_cross_entropy_gradients(sandbox, case):
 from conformance.training import (  # noqa: E402
     accuracy, describe_losses, judge_own_run, loss_fell, run_own_train, skip_unless_own_train,
 )
-from conformance.budgets import MLP, MLP_OWN  # noqa: E402
+from conformance.budgets import MLP, MLP_OWN, TRAIN_SECONDS  # noqa: E402
 from fixtures.digits import mnist_digits  # noqa: E402
 
 MLP_ARGS_DEFAULTS = {"batch_size": 16, "epochs": 1, "learning_rate": 1e-3}
 # Cross-entropy of a probability vector over 10 classes is at least log(1 + 9/e) (all mass on the right class):
 # a model with softmax inside can never train its loss below it. Logits reach about 0.3 here.
 SOFTMAX_FLOOR = math.log(1 + 9 / math.e)
-MAX_MLP_HELD_OUT_LOSS = 1.0
-MIN_MLP_ACCURACY = 0.80  # the correct model reaches about 0.92
-MIN_OWN_MLP_ACCURACY = 0.60
 
 
 def mlp_digits():
@@ -705,7 +702,7 @@ def test_simple_mlp_training_lowers_the_loss_on_digits(sandbox):
     x, y = train.tensors
     x_held, y_held = held_out.tensors
     handle = sandbox.construct("SimpleMLP")
-    losses = sandbox.fit(handle, x, y, epochs=MLP.epochs, batch_size=MLP.batch, lr=MLP.lr)
+    losses = sandbox.fit(handle, x, y, epochs=MLP.epochs, batch_size=MLP.batch, lr=MLP.lr, timeout=TRAIN_SECONDS)
     outputs = mlp_outputs(sandbox, handle, x_held, f"SimpleMLP() after training, on {len(y_held)} held-out digits")
     held_loss, score = float(F.cross_entropy(outputs, y_held)), accuracy(outputs, y_held)
     recipe = f"Adam(lr={MLP.lr}), F.cross_entropy(model(x), y), {MLP.recipe()}, 1 channel"
@@ -714,12 +711,12 @@ def test_simple_mlp_training_lowers_the_loss_on_digits(sandbox):
     if probabilities(outputs):
         fail(f"SimpleMLP trained with {recipe}: {summary}. Its outputs are probabilities (every row is >= 0 and sums "
              f"to 1): the model applies softmax. {FLOOR_WHY}\n{LOGITS_WHY}")
-    if not loss_fell(losses, window=5, drop=0.5) or held_loss >= MAX_MLP_HELD_OUT_LOSS:
+    if not loss_fell(losses, MLP) or held_loss >= MLP.max_held_out_loss:
         floor = f" {FLOOR_WHY}" if min(losses, default=0.0) >= SOFTMAX_FLOOR - 1e-3 else ""
         fail(f"SimpleMLP trained with {recipe} does not learn: {summary}; the course's model gets below "
-             f"{MAX_MLP_HELD_OUT_LOSS} held-out cross-entropy.{floor}\n{LOGITS_WHY}")
-    if score < MIN_MLP_ACCURACY:
-        fail(f"SimpleMLP trained with {recipe}: {summary}; the course's model reaches at least {MIN_MLP_ACCURACY:.0%}")
+             f"{MLP.max_held_out_loss} held-out cross-entropy.{floor}\n{LOGITS_WHY}")
+    if score < MLP.min_accuracy:
+        fail(f"SimpleMLP trained with {recipe}: {summary}; the course's model reaches at least {MLP.min_accuracy:.0%}")
 
 
 def test_simple_mlp_training_own_train_on_digits(sandbox, program, advise):
@@ -736,7 +733,7 @@ def test_simple_mlp_training_own_train_on_digits(sandbox, program, advise):
     summary = f"held-out cross-entropy of its logits {held_loss:.3f}, accuracy {score:.1%} (chance 10%)"
     judge_own_run(run, outputs, y_held, len(train), advise)
     if run.losses:
-        if not loss_fell(run.losses):
+        if not loss_fell(run.losses, MLP_OWN):
             fail(f"{run.call}, run on {len(train)} digits: its loss list does not fall: {describe_losses(run.losses)}; "
                  f"{summary}. Each step computes loss = F.cross_entropy(model(imgs), labels), then loss.backward(), "
                  "optimizer.step(), and optimizer.zero_grad() before the next backward (not between backward and "
@@ -745,6 +742,6 @@ def test_simple_mlp_training_own_train_on_digits(sandbox, program, advise):
             fail(f"{run.call}, run on {len(train)} digits: its loss never goes below {SOFTMAX_FLOOR:.3f} "
                  f"({describe_losses(run.losses)}) while its model's logits reach {held_loss:.3f} held-out "
                  "cross-entropy: the loop applies softmax before F.cross_entropy. " + FLOOR_WHY + "\n" + LOGITS_WHY)
-    if score < MIN_OWN_MLP_ACCURACY:
+    if score < MLP_OWN.min_accuracy:
         fail(f"{what}, run on {len(train)} digits for one epoch: {summary}; the course's loop reaches at least "
-             f"{MIN_OWN_MLP_ACCURACY:.0%}" + (f"; its losses: {describe_losses(run.losses)}" if run.losses else ""))
+             f"{MLP_OWN.min_accuracy:.0%}" + (f"; its losses: {describe_losses(run.losses)}" if run.losses else ""))

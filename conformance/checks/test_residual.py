@@ -27,7 +27,9 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
-from conformance.compare import CheckFailure, assert_close, assert_equal, fail, output_size, tensor_of
+from conformance.compare import (
+    BUFFER_UPDATE, CheckFailure, MISTAKE, assert_close, assert_equal, fail, output_size, tensor_of,
+)
 from conformance.course import probes
 from conformance.probing import printable, set_mode, state_entries
 from conformance.structure import (
@@ -188,7 +190,6 @@ MISTAKES = [
     (dict(projection_bn=False), "relu(left(x) + conv1x1(x))",
      "the projection's BatchNorm is not applied after its 1x1 conv"),
 ]
-CLOSE = dict(rtol=1e-4, atol=1e-5)
 
 
 def diagnose(got: torch.Tensor, oracle, x: torch.Tensor, train: bool, cotangent: torch.Tensor | None = None) -> str:
@@ -215,9 +216,9 @@ def diagnose(got: torch.Tensor, oracle, x: torch.Tensor, train: bool, cotangent:
         if "projection_bn" in kwargs and oracle.downsample is None:
             continue
         alternative = evaluate(**kwargs)
-        if alternative is None or alternative.shape != got.shape or torch.allclose(alternative, expected, **CLOSE):
+        if alternative is None or alternative.shape != got.shape or MISTAKE.close(alternative, expected):
             continue
-        if torch.allclose(got, alternative, **CLOSE):
+        if MISTAKE.close(got, alternative):
             what = "the output equals" if cotangent is None else "the gradient w.r.t. the input is that of"
             matches.append(f"{what} {formula}: {explanation}")
     if len(matches) > 1:
@@ -400,7 +401,7 @@ def test_residual_forward_train_matches_torchvision(sandbox, data, args, seed):
         if leaf_name == "running_var":  # PyTorch's unbiased update, or ARENA's biased one (the batchnorm area judges)
             m = modules[bn_name].momentum
             accepted.append((1 - m) * state[target] + m * seen[bn_name].var(dim=(0, 2, 3), unbiased=False))
-        if not any(torch.allclose(after[key].to(value.dtype), value, rtol=1e-6, atol=1e-8) for value in accepted):
+        if not any(BUFFER_UPDATE.close(after[key].to(value.dtype), value) for value in accepted):
             assert_close(after[key], expected_now,
                          f"{layout.role_of(key)} after one train-mode forward",
                          hint="each BatchNorm sees its own input once per forward and moves its running "
@@ -453,7 +454,7 @@ def test_residual_stride_on_first_conv(sandbox, data, args, seed):
     got_grad = tensor_of(got["input_grads"][0], f"gradient of {what}'s output w.r.t. its input")
     hint = (f"output pixel ({i}, {j}) depends on input {receptive_rows_cols(got_grad)}; in torchvision's block it "
             f"depends on input {receptive_rows_cols(grads['expected'])}")
-    if got_grad.shape == grads["second"].shape and torch.allclose(got_grad, grads["second"], rtol=1e-4, atol=1e-5):
+    if got_grad.shape == grads["second"].shape and MISTAKE.close(got_grad, grads["second"]):
         hint += (". That is what a block with the stride on its SECOND conv sees: put first_stride on the left "
                  "branch's first 3x3 conv and give the second conv stride 1")
     else:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.areas import area, requires
-from conformance.compare import CheckFailure, assert_close, assert_equal, fail, tensor_of
+from conformance.compare import BATCH_ROW, CheckFailure, MISTAKE, REPEAT, assert_close, assert_equal, fail, tensor_of
 from conformance.probing import Entry, load_state, printable, set_mode, state_entries
 from conformance.strategies import SEEDS
 from conformance.structure import entries_of, find_units, group_layout, pair_units, random_state, split_blocks
@@ -333,9 +333,9 @@ def diagnose(got: torch.Tensor, oracle: torch.nn.Module, x: torch.Tensor, expect
                 alternative = change(copy.deepcopy(oracle).eval())(x)
         except RuntimeError:
             continue
-        if alternative.shape != got.shape or torch.allclose(alternative, expected, rtol=1e-4, atol=1e-5):
+        if alternative.shape != got.shape or MISTAKE.close(alternative, expected):
             continue
-        if torch.allclose(got, alternative, rtol=1e-4, atol=1e-5):
+        if MISTAKE.close(got, alternative):
             matches.append(f"the logits are those of a ResNet34 with {name}: {explanation}")
     return "; or ".join(matches)
 
@@ -456,11 +456,11 @@ def test_resnet34_eval_batch_independent(sandbox, config, batch, h, w, seed):
     for i in range(batch):
         alone = tensor_of(call_model(sandbox, handle, x[i:i + 1], what, layout), what)
         assert_close(alone, together[i:i + 1], f"logits of image {i} alone (shape {tuple(x[i:i + 1].shape)}) "
-                     f"compared with its row in the batch of shape {tuple(x.shape)}, {what}", rtol=1e-4,
-                     atol=1e-4 * max(1.0, float(together.abs().max())), hint=hint)
+                     f"compared with its row in the batch of shape {tuple(x.shape)}, {what}",
+                     **BATCH_ROW.at(float(together.abs().max())), hint=hint)
     again = tensor_of(call_model(sandbox, handle, x, what, layout), what)
     assert_close(again, together, f"logits of the same batch computed a second time, {what}",
-                 rtol=1e-5, atol=1e-6 * max(1.0, float(together.abs().max())), hint=hint)
+                 **REPEAT.at(float(together.abs().max())), hint=hint)
 
 
 def test_resnet34_repr(sandbox):

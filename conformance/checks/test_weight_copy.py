@@ -26,11 +26,12 @@ from collections.abc import Callable
 import torch
 
 from conformance.areas import area, requires
-from conformance.compare import fail, tensor_of
+from conformance.budgets import PHOTO_FORWARD_SECONDS
+from conformance.compare import LOGITS, fail, tensor_of
 from conformance.probing import Entry, set_mode, state_entries, state_layout
 from conformance.structure import NORM_LEAVES, entries_of
 from fixtures.images import PHOTOS, photo_batch
-from fixtures.snapshots import LOGITS_ATOL, LOGITS_RTOL, as_logits_array, expected_logits, logits_differences
+from fixtures.snapshots import as_logits_array, expected_logits, logits_differences
 from fixtures.standin import pretrained_source, pretrained_values
 from under_test.sandbox import SubmissionRaised
 from under_test.wire import Handle
@@ -38,7 +39,6 @@ from under_test.wire import Handle
 pytestmark = [area("weight_copy")]
 
 SIZES = (64, 224)  # the small photos first: they are faster and catch the same bugs
-SLOW_FORWARD_LIMIT = 120.0  # seconds for one forward over the photos the submission can afford: only a hang fails
 ORDER_HINT = ("copy_weights pairs the entries by position, ignoring the names. A module's state_dict lists its "
               "submodules in the order they are assigned in __init__, and within each module its parameters before "
               "its buffers; torchvision's order is conv1, bn1, then layer1..layer4 (in every block: conv1, bn1, "
@@ -266,7 +266,7 @@ def affordable_sizes(sandbox, model, advise) -> list[int]:
     try:  # a quarter-size photo within the probe limit first: a forward that never returns is seen in seconds
         sandbox.call(model, x[:, :, ::4, ::4].contiguous(), no_grad=True)
         started = time.monotonic()
-        sandbox.call(model, x, no_grad=True, limit=SLOW_FORWARD_LIMIT)
+        sandbox.call(model, x, no_grad=True, limit=PHOTO_FORWARD_SECONDS)
     except SubmissionRaised:
         return [small]  # the comparison below reports it
     one_small = time.monotonic() - started
@@ -290,7 +290,7 @@ def test_weight_copy_pretrained_logits_match_snapshot(sandbox, advise):
         x = photo_batch(size)
         what = f"ResNet34() with the pretrained weights, in eval mode, on the photos {list(PHOTOS)} at {size}x{size}"
         try:
-            got = tensor_of(sandbox.call(model, x, no_grad=True, limit=SLOW_FORWARD_LIMIT), what)
+            got = tensor_of(sandbox.call(model, x, no_grad=True, limit=PHOTO_FORWARD_SECONDS), what)
         except SubmissionRaised as error:
             fail(f"{what} raised {error.type_name}: {error.message}\n{error.traceback}")
         expected = expected_logits(size)
@@ -310,7 +310,7 @@ def test_weight_copy_pretrained_logits_match_snapshot(sandbox, advise):
         failures.append(line)
     if failures:
         source = "the stand-in's stored snapshot" if pretrained_source() == "standin" else "torchvision's logits"
-        text = (f"the logits differ from {source} (tolerance: atol={LOGITS_ATOL} + rtol={LOGITS_RTOL} * |expected|, "
+        text = (f"the logits differ from {source} (tolerance: atol={LOGITS.atol} + rtol={LOGITS.rtol} * |expected|, "
                 "same top-1 class): " + "\n".join(failures))
         after = [] if problem else state_entries(sandbox, model, "ResNet34() after copy_weights")
         stale = value_problems(after, before, expected_keys(after)) if after else []
