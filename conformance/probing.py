@@ -1,4 +1,5 @@
-"""Small helpers the checks share to drive a submission's modules through the sandbox."""
+"""Small helpers the checks share to drive a submission's modules through the sandbox, and the oracle's side of a
+probe (`oracle_grad`, what `Sandbox.grad` computes, computed in the harness)."""
 
 from __future__ import annotations
 
@@ -66,6 +67,28 @@ def load_state(sandbox: Sandbox, handle: Handle, state: dict[str, torch.Tensor],
 
 def set_mode(sandbox: Sandbox, handle: Handle, train: bool) -> None:
     sandbox.method(handle, "train", train)
+
+
+def set_dtype(sandbox: Sandbox, handle: Handle, dtype: str | torch.dtype) -> None:
+    """The module in float64 (`module.double()`, as a learner would call it) when `dtype` is float64; float32, the
+    dtype every module is built in, is left as it is."""
+    if dtype in ("float64", torch.float64):
+        sandbox.method(handle, "double")
+
+
+def oracle_grad(forward, x: torch.Tensor, cotangent: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The oracle's side of `Sandbox.grad`: forward(x), and the gradient of sum(forward(x) * cotangent) w.r.t. x
+    (None when the output's shape is not the cotangent's). The parameters forward uses get their .grad as well."""
+    leaf = x.detach().clone().requires_grad_(True)
+    out = forward(leaf)
+    if out.shape != cotangent.shape:
+        return out.detach(), None
+    (out * cotangent).sum().backward()
+    return out.detach(), leaf.grad
+
+
+def parameter_count(entries: list[Entry]) -> int:
+    return sum(e.tensor.numel() for e in entries if e.kind == "parameter")
 
 
 def describe_state(entries: list[Entry]) -> str:

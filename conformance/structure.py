@@ -488,7 +488,3 @@ UNREGISTERED = ("; the blocks' parameters are not in the state_dict at all: a mo
 def _report_left_over(left_over: list[NormUnit], what: str, problems: list[str]) -> None:
     for norm in left_over:
         problems.append(f"{what} has a BatchNorm at {where(norm.prefix)} that follows no convolution")
-
-
-def parameter_count(entries: list[Entry]) -> int:
-    return sum(e.tensor.numel() for e in entries if e.kind == "parameter")

@@ -23,7 +23,8 @@ from conformance.compare import (
 )
 from conformance.course import probes
 from conformance.probing import (
-    advise_on_repr, describe_state, load_state, printable, set_mode, state_entries, state_tensors,
+    advise_on_repr, describe_state, load_state, oracle_grad, printable, set_dtype, set_mode, state_entries,
+    state_tensors,
 )
 from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, tensors
 
@@ -58,10 +59,8 @@ def random_affine(channels: int, dtype: torch.dtype, seed: int) -> dict[str, tor
 def make_pair(sandbox, channels, eps, momentum, dtype, state=None):
     """The submission's BatchNorm2d and the oracle, same arguments, same state."""
     handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
-    oracle = torch.nn.BatchNorm2d(channels, eps=eps, momentum=momentum)
-    if dtype == "float64":
-        sandbox.method(handle, "double")
-        oracle.double()
+    oracle = torch.nn.BatchNorm2d(channels, eps=eps, momentum=momentum).to(DTYPES[dtype])
+    set_dtype(sandbox, handle, dtype)
     if state:
         load_state(sandbox, handle, state, "BatchNorm2d")
         oracle.load_state_dict(state, strict=False)
@@ -111,17 +110,15 @@ def judge_train_step(sandbox, inp: torch.Tensor, eps: float, seed: int) -> None:
     set_mode(sandbox, handle, True)
     cotangent = torch.linspace(-1, 1, inp.numel(), dtype=inp.dtype).reshape(inp.shape)
     got = sandbox.grad(handle, (inp,), cotangent)
-    leaf = inp.detach().clone().requires_grad_(True)
-    expected = oracle.train()(leaf)
-    (expected * cotangent).sum().backward()
+    expected, input_grad = oracle_grad(oracle.train(), inp, cotangent)
     slack = Rounding.of(inp, eps, affine["weight"], cotangent)
     hint = "train mode normalises with the batch mean and the biased batch variance, eps inside the sqrt, " \
            "then scales by weight and shifts by bias"
-    assert_close(got["value"], expected.detach(), "BatchNorm2d train-mode output", hint=hint,
-                 atol=slack.atol(expected.detach(), slack.output))
-    assert_close(got["input_grads"][0], leaf.grad, "gradient of BatchNorm2d's train-mode output w.r.t. its input",
+    assert_close(got["value"], expected, "BatchNorm2d train-mode output", hint=hint,
+                 atol=slack.atol(expected, slack.output))
+    assert_close(got["input_grads"][0], input_grad, "gradient of BatchNorm2d's train-mode output w.r.t. its input",
                  hint="the batch statistics must stay in the autograd graph (do not detach the mean or variance)",
-                 atol=slack.atol(leaf.grad, slack.input_grad))
+                 atol=slack.atol(input_grad, slack.input_grad))
     for name in ("weight", "bias"):
         if name not in got["param_grads"] or got["param_grads"][name] is None:
             fail(f"BatchNorm2d.{name} got no gradient in train mode: is it used in forward?")
@@ -190,8 +187,7 @@ def check_sequence(sandbox, strict, advise, channels, eps, momentum, dtype, mode
         handle = sandbox.construct("BatchNorm2d", channels)
     else:
         handle = sandbox.construct("BatchNorm2d", channels, eps=eps, momentum=momentum)
-    if dtype == "float64":
-        sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, dtype)
     outputs = []
     for train, x in zip(modes, xs):
         set_mode(sandbox, handle, train)
@@ -340,7 +336,7 @@ def test_batchnorm_train_mode_output_statistics(sandbox):
     """A fixed example anyone can reproduce: in train mode each channel comes out with mean 0 and variance 1."""
     x = torch.arange(48, dtype=torch.float64).reshape(2, 3, 2, 4) ** 1.5
     handle = sandbox.construct("BatchNorm2d", 3)
-    sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, torch.float64)
     set_mode(sandbox, handle, True)
     out = tensor_of(sandbox.call(handle, x), "BatchNorm2d(3) on a (2, 3, 2, 4) batch")
     assert_close(out.mean(dim=(0, 2, 3)), torch.zeros(3, dtype=torch.float64),

@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, output_size, tensor_of
 from conformance.course import probes
-from conformance.probing import advise_on_repr, describe_state, printable, state_entries, state_tensors
+from conformance.probing import advise_on_repr, describe_state, printable, set_dtype, state_entries, state_tensors
 from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, exact_values, make_tensor, tensors
 from under_test.sandbox import SubmissionRaised
 
@@ -77,8 +77,7 @@ def build(sandbox, args: dict, dtype: str, seed: int = 0, positional: bool = Fal
         handle = sandbox.construct("Conv2d", *args.values(), seed=seed)
     else:
         handle = sandbox.construct("Conv2d", **args, seed=seed)
-    if dtype == "float64":
-        sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, dtype)
     return handle
 
 

@@ -24,7 +24,9 @@ from hypothesis import strategies as st
 from conformance.areas import area, requires
 from conformance.course import probes
 from conformance.compare import CheckFailure, MISTAKE, SMALL_MISTAKE, assert_close, assert_equal, fail, tensor_of
-from conformance.probing import advise_on_repr, describe_state, load_state, printable, state_entries, state_tensors
+from conformance.probing import (
+    advise_on_repr, describe_state, load_state, oracle_grad, printable, set_dtype, state_entries, state_tensors,
+)
 from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, arrays, exact_values, tensors
 from under_test.sandbox import SubmissionRaised
 
@@ -222,8 +224,7 @@ def test_linear_forward(sandbox, case):
     if case.bias is not None:
         state["bias"] = torch.tensor(case.bias, dtype=dt)
     handle = sandbox.construct("Linear", *call.args, **call.kwargs)
-    if dtype == "float64":
-        sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, dtype)
     load_state(sandbox, handle, state, repr(call))
     inp = x.build()
     expected_shape = (*lead, call.n_out)
@@ -237,15 +238,13 @@ def test_linear_forward(sandbox, case):
                            "an einsum with '... in, out in -> ... out' all do; 'b i, o i -> b o' handles 2-D input "
                            "only")
         raise
-    leaf = inp.detach().clone().requires_grad_(True)
     params = {name: value.clone().requires_grad_(True) for name, value in state.items()}
-    expected = F.linear(leaf, params["weight"], params.get("bias"))
-    (expected * cotangent).sum().backward()
+    expected, input_grad = oracle_grad(lambda v: F.linear(v, params["weight"], params.get("bias")), inp, cotangent)
     what = f"{call} on x of shape {x.shape} ({dtype})"
-    assert_close(got["value"], expected.detach(), what,
+    assert_close(got["value"], expected, what,
                  hint="Linear computes x @ weight.T + bias (bias only when bias=True); weight has shape "
                       "(out_features, in_features)")
-    assert_close(got["input_grads"][0], leaf.grad, f"gradient w.r.t. the input of {what}")
+    assert_close(got["input_grads"][0], input_grad, f"gradient w.r.t. the input of {what}")
     for name, param in params.items():
         grad = got["param_grads"].get(name)
         if grad is None:
@@ -594,8 +593,7 @@ def mlp_with_weights(sandbox, seed: int, dtype: str):
     dt = DTYPES[dtype]
     weights = mlp_weights(seed, dt)
     handle = sandbox.construct("SimpleMLP")
-    if dtype == "float64":
-        sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, dtype)
     keys = mlp_keys(sandbox, handle)
     load_state(sandbox, handle, {keys[name]: value for name, value in weights.items()}, "SimpleMLP()")
     return handle, weights, keys

@@ -31,14 +31,14 @@ from conformance.compare import (
     BUFFER_UPDATE, CheckFailure, MISTAKE, assert_close, assert_equal, fail, output_size, tensor_of,
 )
 from conformance.course import probes
-from conformance.probing import printable, set_mode, state_entries
+from conformance.diagnosis import block_output, diagnose_block
+from conformance.probing import oracle_grad, parameter_count, printable, set_dtype, set_mode, state_entries
 from conformance.structure import (
     Layout,
     block_layout,
     group_layout,
     oracle_block,
     oracle_group,
-    parameter_count,
     projection_reason,
     projects,
     random_state,
@@ -146,86 +146,6 @@ def run(sandbox, layout: Layout, call, *args, **kwargs):
         raise
 
 
-# ---- diagnosis: the outputs of the usual mistakes --------------------------------------------
-
-def block_output(block, x: torch.Tensor, *, skip=True, relu_end_of_left=False, relu_left_only=False,
-                 final_relu=True, stride_second=False, projection_bn=True) -> torch.Tensor:
-    """A BasicBlock's forward, or one of the usual mistakes, from the block's own weights. BatchNorm runs
-    functionally on copies of the running buffers, so the block is never changed (even in train mode)."""
-
-    def norm(module, h):
-        return F.batch_norm(h, module.running_mean.clone(), module.running_var.clone(), module.weight, module.bias,
-                            training=block.training, momentum=module.momentum, eps=module.eps)
-
-    s = block.stride
-    first, second = (1, s) if stride_second else (s, 1)
-    h = F.relu(norm(block.bn1, F.conv2d(x, block.conv1.weight, stride=first, padding=1)))
-    left = norm(block.bn2, F.conv2d(h, block.conv2.weight, stride=second, padding=1))
-    if block.downsample is None:
-        right = x
-    else:
-        right = F.conv2d(x, block.downsample[0].weight, stride=s)
-        if projection_bn:
-            right = norm(block.downsample[1], right)
-    if relu_end_of_left:
-        left = F.relu(left)
-    if not skip:
-        return F.relu(left)
-    if relu_left_only:
-        return F.relu(left) + right
-    return F.relu(left + right) if final_relu else left + right
-
-
-MISTAKES = [
-    (dict(skip=False), "relu(left(x))", "the skip connection is missing; return relu(left(x) + right(x)), where "
-                                        "right is the identity or the projection"),
-    (dict(relu_end_of_left=True), "relu(relu(left(x)) + right(x))",
-     "the left branch ends with a ReLU; it must end with its second BatchNorm, and the only ReLU after it comes "
-     "after the addition"),
-    (dict(relu_left_only=True), "relu(left(x)) + right(x)",
-     "the ReLU is applied to the left branch before the addition instead of to the sum"),
-    (dict(final_relu=False), "left(x) + right(x)", "the ReLU after the addition is missing"),
-    (dict(stride_second=True), "a block with the stride on the left branch's SECOND conv",
-     "first_stride belongs to the first 3x3 conv (stride first_stride, padding 1); the second conv has stride 1"),
-    (dict(projection_bn=False), "relu(left(x) + conv1x1(x))",
-     "the projection's BatchNorm is not applied after its 1x1 conv"),
-]
-
-
-def diagnose(got: torch.Tensor, oracle, x: torch.Tensor, train: bool, cotangent: torch.Tensor | None = None) -> str:
-    """Which usual mistakes (distinct from the right answer on this input) the submission matches: its output,
-    or with a `cotangent`, its gradient w.r.t. the input. `oracle` holds the state before the forward."""
-    oracle.train(train)
-
-    def evaluate(**kwargs) -> torch.Tensor | None:
-        if cotangent is None:
-            with torch.no_grad():
-                return block_output(oracle, x, **kwargs)
-        leaf = x.detach().clone().requires_grad_(True)
-        out = block_output(oracle, leaf, **kwargs)
-        if out.shape != cotangent.shape:
-            return None
-        (out * cotangent).sum().backward()
-        return leaf.grad
-
-    expected = evaluate()
-    matches = []
-    for kwargs, formula, explanation in MISTAKES:
-        if kwargs.get("stride_second") and oracle.stride == 1:
-            continue
-        if "projection_bn" in kwargs and oracle.downsample is None:
-            continue
-        alternative = evaluate(**kwargs)
-        if alternative is None or alternative.shape != got.shape or MISTAKE.close(alternative, expected):
-            continue
-        if MISTAKE.close(got, alternative):
-            what = "the output equals" if cotangent is None else "the gradient w.r.t. the input is that of"
-            matches.append(f"{what} {formula}: {explanation}")
-    if len(matches) > 1:
-        return "on this input, " + "; or ".join(matches)
-    return matches[0] if matches else ""
-
-
 FORWARD_HINT = ("forward is relu(left(x) + right(x)): left = conv 3x3 (stride first_stride, padding 1) -> BatchNorm "
                 "-> ReLU -> conv 3x3 (stride 1, padding 1) -> BatchNorm; right = x, or the 1x1 conv (stride "
                 "first_stride) -> BatchNorm projection")
@@ -242,7 +162,7 @@ def compare_output(got_value, expected: torch.Tensor, oracle, x: torch.Tensor, t
         pass
     stride = oracle.stride
     if got.shape == expected.shape:
-        hint = diagnose(got, oracle, x, train)
+        hint = diagnose_block(got, oracle, x, train)
     elif got.ndim == 4 and got.shape[2:] == x.shape[2:] and stride > 1:
         hint = (f"the output keeps the input's {tuple(x.shape[2:])} grid although first_stride = {stride}: "
                 "the stride goes on the left branch's first conv AND on the projection's 1x1 conv, so both "
@@ -348,7 +268,7 @@ def test_residual_forward_train_matches_torchvision(sandbox, data, args, seed):
     x = data.draw(block_inputs(in_feats, stride, train=True)).double()
     handle = construct_block(sandbox, in_feats, out_feats, stride)
     layout, _ = layout_of(sandbox, handle, what, in_feats, out_feats, stride)
-    sandbox.method(handle, "double")
+    set_dtype(sandbox, handle, torch.float64)
     oracle = oracle_block(in_feats, out_feats, stride).double()
     state = random_state(oracle, seed)
     load_both(sandbox, handle, layout, oracle, state, "compare its output")
@@ -358,22 +278,19 @@ def test_residual_forward_train_matches_torchvision(sandbox, data, args, seed):
     out_shape = (x.shape[0], out_feats, output_size(x.shape[2], 3, stride, 1), output_size(x.shape[3], 3, stride, 1))
     cotangent = torch.linspace(-1, 1, torch.Size(out_shape).numel(), dtype=torch.float64).reshape(out_shape)
     got = run(sandbox, layout, sandbox.grad, handle, (x,), cotangent)
-    leaf = x.detach().clone().requires_grad_(True)
     seen, hooks = bn_inputs(oracle)
-    expected = oracle.train()(leaf)
+    expected, input_grad = oracle_grad(oracle.train(), x, cotangent)
     for hook in hooks:
         hook.remove()
-    if tuple(expected.shape) == tuple(tensor_of(got["value"], what).shape):
-        (expected * cotangent).sum().backward()
     where = f"{what}.double() in train mode on an input of shape {tuple(x.shape)} (same state as the oracle)"
-    compare_output(got["value"], expected.detach(), before, x, True, where, layout)
+    compare_output(got["value"], expected, before, x, True, where, layout)
     got_grad = tensor_of(got["input_grads"][0], f"gradient of {what}'s output w.r.t. its input")
     try:
-        assert_close(got_grad, leaf.grad, "")
+        assert_close(got_grad, input_grad, "")
         hint = ""
     except CheckFailure:
-        hint = diagnose(got_grad, before, x, True, cotangent) if got_grad.shape == leaf.grad.shape else ""
-    assert_close(got_grad, leaf.grad, f"gradient of the output of {where} w.r.t. its input",
+        hint = diagnose_block(got_grad, before, x, True, cotangent) if got_grad.shape == input_grad.shape else ""
+    assert_close(got_grad, input_grad, f"gradient of the output of {where} w.r.t. its input",
                  hint=hint or "the gradient is not torchvision's BasicBlock's: forward must be relu(left(x) + "
                               "right(x)) with every piece in the autograd graph (no detach, .data or torch.no_grad)")
     params = dict(oracle.named_parameters())
@@ -448,9 +365,7 @@ def test_residual_stride_on_first_conv(sandbox, data, args, seed):
              f"floor((H + 2 - 3) / first_stride) + 1")
     grads = {}
     for label, kwargs in (("expected", {}), ("second", {"stride_second": True})):
-        leaf = x.detach().clone().requires_grad_(True)
-        (block_output(oracle.eval(), leaf, **kwargs) * cotangent).sum().backward()
-        grads[label] = leaf.grad
+        grads[label] = oracle_grad(lambda v: block_output(oracle.eval(), v, **kwargs), x, cotangent)[1]
     got_grad = tensor_of(got["input_grads"][0], f"gradient of {what}'s output w.r.t. its input")
     hint = (f"output pixel ({i}, {j}) depends on input {receptive_rows_cols(got_grad)}; in torchvision's block it "
             f"depends on input {receptive_rows_cols(grads['expected'])}")
@@ -487,20 +402,16 @@ def test_residual_no_relu_before_add_and_identity_gradient(sandbox, data, args, 
     out_shape = (x.shape[0], out_feats, output_size(x.shape[2], 3, stride, 1), output_size(x.shape[3], 3, stride, 1))
     cotangent = torch.linspace(0.5, 2, torch.Size(out_shape).numel()).reshape(out_shape)
     got = run(sandbox, layout, sandbox.grad, handle, (x,), cotangent)
-    leaf = x.detach().clone().requires_grad_(True)
-    oracle.eval()
-    expected = oracle(leaf)
+    expected, input_grad = oracle_grad(oracle.eval(), x, cotangent)
     identity = oracle.downsample is None
     right = "x" if identity else "projection(x)"
     where = (f"{what} in eval mode with its left branch's last BatchNorm given weight 0 and bias b = "
              f"{shift.tolist()} (so left(x) = b), on an input of shape {tuple(x.shape)}")
     got_value = tensor_of(got["value"], where)
-    if got_value.shape == expected.shape:
-        (expected * cotangent).sum().backward()
-    compare_output(got_value, expected.detach(), oracle, x, False, where, layout,
+    compare_output(got_value, expected, oracle, x, False, where, layout,
                    otherwise=f"with left(x) = b the block must return relu(b + {right}): add the branches, then "
                              "apply the one ReLU")
-    assert_close(got["input_grads"][0], leaf.grad, f"gradient w.r.t. the input of {where}",
+    assert_close(got["input_grads"][0], input_grad, f"gradient w.r.t. the input of {where}",
                  hint=("the skip connection carries the gradient straight to the input: here it must be "
                        "cotangent * (b + x > 0)") if identity else
                       "the gradient must reach the input through the projection (1x1 conv, then BatchNorm)")

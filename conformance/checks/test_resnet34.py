@@ -17,7 +17,6 @@ fixed cases.
 
 from __future__ import annotations
 
-import copy
 import functools
 from dataclasses import dataclass, field
 
@@ -27,8 +26,9 @@ from hypothesis import strategies as st
 
 import reference
 from conformance.areas import area, requires
-from conformance.compare import BATCH_ROW, CheckFailure, MISTAKE, REPEAT, assert_close, assert_equal, fail, tensor_of
-from conformance.probing import Entry, load_state, printable, set_mode, state_entries
+from conformance.compare import BATCH_ROW, REPEAT, CheckFailure, assert_close, assert_equal, fail, tensor_of
+from conformance.diagnosis import diagnose_network
+from conformance.probing import Entry, load_state, parameter_count, printable, set_mode, state_entries
 from conformance.strategies import SEEDS
 from conformance.structure import entries_of, find_units, group_layout, pair_units, random_state, split_blocks
 from under_test.sandbox import SubmissionRaised
@@ -114,10 +114,6 @@ def reference_entries(config: Config) -> tuple[Entry, ...]:
         with torch.device("meta"):
             return tuple(entries_of(reference.ResNet34(*config.arguments())))
     return tuple(entries_of(reference_model(config)))
-
-
-def parameter_count(entries) -> int:
-    return sum(e.tensor.numel() for e in entries if e.kind == "parameter")
 
 
 # ---- the submission's state_dict, read by role ---------------------------------------------------
@@ -283,63 +279,6 @@ def images(batch: int, h: int, w: int, seed: int) -> torch.Tensor:
     return torch.randn(batch, 3, h, w, generator=gen)
 
 
-# ---- diagnosis: the logits of the usual mistakes ------------------------------------------------
-
-class _GlobalMax(torch.nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.amax(dim=(2, 3))
-
-
-def _softmax(model):
-    return lambda x: model(x).softmax(dim=-1)
-
-
-def _unpadded_max_pool(model):
-    model.in_layers[3].padding = 0
-    return model
-
-
-def _max_instead_of_average(model):
-    model.out_layers[0] = _GlobalMax()
-    return model
-
-
-def _stem_padding(padding: int):
-    def change(model):
-        model.in_layers[0].padding = padding
-        return model
-    return change
-
-
-MISTAKES = [
-    (_softmax, "a softmax at the end",
-     "forward must return the logits (the Linear's output): F.cross_entropy applies log-softmax itself, and "
-     "probabilities are only for interpreting predictions"),
-    (_unpadded_max_pool, "the stem's max pool without padding",
-     "the stem's max pool is MaxPool2d(kernel_size=3, stride=2, padding=1); torch's nn.MaxPool2d defaults to "
-     "padding 0"),
-    (_max_instead_of_average, "a global MAX pool before the Linear",
-     "the head averages each channel over H and W (AveragePool: x.mean(dim=(2, 3))), then applies the Linear"),
-    (_stem_padding(1), "the stem's 7x7 conv with padding 1", "the stem's conv has stride 2 and padding 3"),
-    (_stem_padding(0), "the stem's 7x7 conv without padding", "the stem's conv has stride 2 and padding 3"),
-]
-
-
-def diagnose(got: torch.Tensor, oracle: torch.nn.Module, x: torch.Tensor, expected: torch.Tensor) -> str:
-    matches = []
-    for change, name, explanation in MISTAKES:
-        try:
-            with torch.no_grad():
-                alternative = change(copy.deepcopy(oracle).eval())(x)
-        except RuntimeError:
-            continue
-        if alternative.shape != got.shape or MISTAKE.close(alternative, expected):
-            continue
-        if MISTAKE.close(got, alternative):
-            matches.append(f"the logits are those of a ResNet34 with {name}: {explanation}")
-    return "; or ".join(matches)
-
-
 LOGITS_HINT = (f"forward is {STEM_TEXT}; then the residual groups in order; then the average over H and W and the "
                "Linear, returning logits (no softmax). In eval mode every BatchNorm uses its running statistics.")
 
@@ -433,7 +372,7 @@ def test_resnet34_eval_logits_match_reference(sandbox, config, batch, h, w, seed
     try:
         assert_close(got, expected, f"logits of {what}")
     except CheckFailure:  # which usual mistake it is: worked out only for logits that differ
-        hint = diagnose(got, oracle, x, expected) if got.shape == expected.shape else ""
+        hint = diagnose_network(got, oracle, x, expected) if got.shape == expected.shape else ""
         assert_close(got, expected, f"logits of {what}", hint=hint or LOGITS_HINT)
 
 
