@@ -32,6 +32,8 @@ import torch
 import torch.nn as nn
 from torchvision.models.resnet import BasicBlock
 
+import reference
+
 from .compare import fail
 from .probing import Entry
 
@@ -288,29 +290,45 @@ class BlockRoles:
 
 @dataclass
 class Layout:
-    """How a submission's block (or group of blocks) lines up with the oracle."""
+    """How a submission's block, group of blocks (`block_layout`, `group_layout`) or whole ResNet34
+    (`network_layout`) lines up, role by role, with the oracle built the same way."""
 
     what: str
-    blocks: list[BlockRoles]
     mapping: dict[str, str]  # submission key -> oracle key
     problems: list[str]
-    unmapped: list[str]  # submission keys with no oracle counterpart
-    mismatched: list[str]  # submission keys whose shape differs from the oracle's
-    block_count_ok: bool = True
     oracle_name: str = "torchvision's BasicBlock"
+    blocks: list[BlockRoles] = field(default_factory=list)
+    unmapped: list[str] = field(default_factory=list)  # submission keys with no oracle counterpart
+    mismatched: list[str] = field(default_factory=list)  # submission keys whose shape differs from the oracle's
+    block_count_ok: bool = True
+    # A whole network: every problem (of the stem, a group or the head) keeps the same state from being loaded, and a
+    # report shows the first few.
+    network: bool = False
+
+    REPORTED = 4  # problems a network's report shows
 
     @property
     def loadable(self) -> bool:
-        """Every submission entry has an oracle entry of the same shape: the same state can be loaded."""
+        """The same state can be loaded into the submission and the oracle."""
+        if self.network:
+            return not self.problems
         return self.block_count_ok and not self.unmapped and not self.mismatched
 
     def report(self) -> str:
-        return "; ".join(self.problems)
+        if not self.network:
+            return "; ".join(self.problems)
+        more = len(self.problems) - self.REPORTED
+        return "; ".join(self.problems[:self.REPORTED]) + (
+            f"; and {more} more problem{'s' if more > 1 else ''} like these" if more > 0 else "")
 
     def require_loadable(self, doing: str) -> None:
-        if not self.loadable:
-            fail(f"cannot {doing}, because the parameters of {self.what} do not line up with those of "
-                 f"{self.oracle_name}: {self.report() or 'wrong shapes: ' + ', '.join(self.mismatched)}")
+        if self.loadable:
+            return
+        if self.network:
+            fail(f"cannot {doing}: the parameters of {self.what} do not line up with {self.oracle_name}: "
+                 f"{self.report()}")
+        fail(f"cannot {doing}, because the parameters of {self.what} do not line up with those of "
+             f"{self.oracle_name}: {self.report() or 'wrong shapes: ' + ', '.join(self.mismatched)}")
 
     def submission_state(self, oracle_state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {key: oracle_state[target] for key, target in self.mapping.items() if target in oracle_state}
@@ -443,7 +461,7 @@ def block_layout(entries: list[Entry], in_feats: int, out_feats: int, stride: in
     oracle = _oracle_entries(None, in_feats, out_feats, stride)
     convs, norms, stray = find_units(entries)
     norm_of, left_over = pair_units(convs, norms)
-    layout = Layout(what, [], {}, [], [], [])
+    layout = Layout(what, {}, [])
     block = BlockRoles(0, in_feats, out_feats, stride, list(convs))
     layout.blocks.append(block)
     _assign_roles(block, norm_of, list(range(len(convs))), what, layout.problems)
@@ -459,7 +477,7 @@ def group_layout(entries: list[Entry], n_blocks: int, in_feats: int, out_feats: 
     oracle = _oracle_entries(n_blocks, in_feats, out_feats, stride)
     convs, norms, stray = find_units(entries)
     norm_of, left_over = pair_units(convs, norms)
-    layout = Layout(what, [], {}, [], [], [], oracle_name="an nn.Sequential of torchvision BasicBlocks")
+    layout = Layout(what, {}, [], oracle_name="an nn.Sequential of torchvision BasicBlocks")
     split = split_blocks(convs, n_blocks)
     for index, conv_ids in enumerate(split):
         block_in, block_stride = (in_feats, stride) if index == 0 else (out_feats, 1)
@@ -488,3 +506,168 @@ UNREGISTERED = ("; the blocks' parameters are not in the state_dict at all: a mo
 def _report_left_over(left_over: list[NormUnit], what: str, problems: list[str]) -> None:
     for norm in left_over:
         problems.append(f"{what} has a BatchNorm at {where(norm.prefix)} that follows no convolution")
+
+
+# ---- a whole ResNet34: the stem, the residual groups, the head ----------------------------------------------------
+
+STEM_WIDTH = 64
+# torchvision's names for a block's parts (the keys a group layout maps to) -> the reference ResNet34's.
+REFERENCE_ROLE = {"conv1": "left.0", "bn1": "left.1", "conv2": "left.3", "bn2": "left.4",
+                  "downsample.0": "right.0", "downsample.1": "right.1"}
+STEM_TEXT = "the stem: Conv2d(3, 64, kernel_size=7, stride=2, padding=3), BatchNorm2d(64), ReLU, " \
+            "MaxPool2d(kernel_size=3, stride=2, padding=1)"
+
+
+@dataclass(frozen=True)
+class Config:
+    """The four constructor arguments of ResNet34."""
+
+    n_blocks: tuple[int, ...]
+    widths: tuple[int, ...]
+    strides: tuple[int, ...]
+    n_classes: int
+
+    def arguments(self) -> list:
+        return [list(self.n_blocks), list(self.widths), list(self.strides), self.n_classes]
+
+    def in_features(self, group: int) -> int:
+        return STEM_WIDTH if group == 0 else self.widths[group - 1]
+
+    def __str__(self) -> str:
+        if self == DEFAULT:
+            return "ResNet34()"
+        return (f"ResNet34({list(self.n_blocks)}, {list(self.widths)}, {list(self.strides)}, "
+                f"n_classes={self.n_classes})")
+
+
+DEFAULT = Config((3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), 1000)
+
+
+def reference_model(config: Config) -> torch.nn.Module:
+    torch.manual_seed(0)
+    return reference.ResNet34(*config.arguments())
+
+
+@functools.lru_cache(maxsize=64)
+def reference_entries(config: Config) -> tuple[Entry, ...]:
+    """The reference's state_dict built this way (only names, kinds and shapes are used). The default one is built on
+    the meta device, without its 0.1 s of initialisation; a small one builds quicker on the CPU."""
+    if config == DEFAULT:
+        with torch.device("meta"):
+            return tuple(entries_of(reference.ResNet34(*config.arguments())))
+    return tuple(entries_of(reference_model(config)))
+
+
+def network_layout(entries: list[Entry], config: Config, what: str | None = None) -> Layout:
+    """Recognise the stem, the residual groups and the head in the submission's state_dict."""
+    what = what or str(config)
+    layout = Layout(what, {}, [], oracle_name="a ResNet34 built this way", network=True)
+    ref = {e.name: e for e in reference_entries(config)}
+    convs, norms, stray = find_units(entries)
+    norm_of, left_over = pair_units(convs, norms)
+    problems = layout.problems
+
+    # The stem: the one convolution reading the 3-channel image, then its BatchNorm.
+    stem_ids = [i for i, conv in enumerate(convs) if conv.shape[1] == 3]
+    explained: set[str] = set()  # entries of the residual groups, whose problems group_layout reports
+    if not stem_ids:
+        problems.append(f"no convolution reads the 3-channel image; expected {STEM_TEXT}")
+    else:
+        stem = convs[stem_ids[0]]
+        if stem.shape != (STEM_WIDTH, 3, 7, 7):
+            problems.append(f"the stem's convolution (`{stem.prefix}`) is {stem.describe()}; expected 7x7 3->64 "
+                            f"(stride 2, padding 3): {STEM_TEXT}")
+        if stem.extra:
+            problems.append(f"the stem's convolution (`{stem.prefix}`) also registers "
+                            f"{', '.join(e.name for e in stem.extra)}; the convs of a ResNet have no bias")
+        layout.mapping[stem.weight.name] = "in_layers.0.weight"
+        norm = norm_of.get(stem_ids[0])
+        if norm is None:
+            problems.append(f"the stem's convolution (`{stem.prefix}`) is not followed by a BatchNorm2d(64): "
+                            f"{STEM_TEXT}")
+        else:
+            for leaf, entry in norm.leaves.items():
+                layout.mapping[entry.name] = f"in_layers.1.{leaf}"
+
+    # The residual groups: consecutive blocks, as many as n_blocks_per_group says.
+    rest = [i for i in range(len(convs)) if i not in stem_ids[:1]]
+    expected_blocks = sum(config.n_blocks)
+    blocks = split_blocks([convs[i] for i in rest], expected_blocks)
+    if len(blocks) != expected_blocks:
+        described = ", ".join("[" + ", ".join(convs[rest[k]].describe() for k in block) + "]" for block in blocks)
+        problems.append(f"{len(blocks)} residual block{'s' if len(blocks) != 1 else ''} after the stem "
+                        f"({described or 'no convolutions'}); expected {expected_blocks}: groups of "
+                        f"{list(config.n_blocks)} blocks with {list(config.widths)} channels"
+                        + ("; the blocks' parameters are not in the state_dict at all: a module kept in a plain "
+                           "Python list or dict is not registered (use Sequential or nn.ModuleList), so "
+                           "state_dict(), .eval() and the optimizer never see it" if not blocks else ""))
+    else:
+        position = {e.name: k for k, e in enumerate(entries)}
+        start = 0
+        for g, (n, width, stride) in enumerate(zip(config.n_blocks, config.widths, config.strides)):
+            ids = [rest[k] for block in blocks[start:start + n] for k in block]
+            start += n
+            names = set()
+            for i in ids:
+                names.update(e.name for e in convs[i].entries())
+                if i in norm_of:
+                    names.update(e.name for e in norm_of[i].entries())
+            members = sorted((e for e in entries if e.name in names), key=lambda e: position[e.name])
+            in_feats = config.in_features(g)
+            group = group_layout(members, n, in_feats, width, stride,
+                                 what=f"residual group {g} [BlockGroup({n}, {in_feats}, {width}, {stride})]")
+            problems.extend(group.problems)
+            if group.mismatched and not group.problems:
+                problems.append(f"residual group {g}: entries of the wrong shape: {', '.join(group.mismatched)}")
+            if group.unmapped and not group.problems:
+                problems.append(f"residual group {g}: entries with no counterpart: {', '.join(group.unmapped)}")
+            explained.update(names)
+            for key, target in group.mapping.items():
+                block, _, inside = target.partition(".")
+                role, _, leaf = inside.rpartition(".")
+                layout.mapping[key] = f"residual_layers.{g}.blocks.{block}.{REFERENCE_ROLE[role]}.{leaf}"
+
+    # The head: a Linear(last width, n_classes), its weight and bias.
+    last = config.widths[-1]
+    weights = [e for e in stray if e.tensor.ndim == 2]
+    if len(weights) != 1:
+        found = ", ".join(f"`{e.name}` {tuple(e.tensor.shape)}" for e in weights)
+        problems.append(f"expected one final Linear({last}, {config.n_classes}) (average pool, then Linear), found "
+                        f"{len(weights)} 2-D weights{': ' + found if found else ''}")
+    else:
+        weight = weights[0]
+        if tuple(weight.tensor.shape) != (config.n_classes, last):
+            problems.append(f"the final Linear's weight `{weight.name}` has shape {tuple(weight.tensor.shape)}; "
+                            f"expected ({config.n_classes}, {last}) for Linear({last}, n_classes={config.n_classes}): "
+                            "use the n_classes argument and the last group's width")
+        layout.mapping[weight.name] = "out_layers.1.weight"
+        prefix = weight.name.rpartition(".")[0]
+        bias = [e for e in stray if e.name.rpartition(".")[0] == prefix and e.tensor.ndim == 1]
+        if len(bias) != 1:
+            problems.append(f"the final Linear (`{prefix}`) has no bias; expected one of shape ({config.n_classes},)")
+        else:
+            layout.mapping[bias[0].name] = "out_layers.1.bias"
+    for norm in left_over:
+        problems.append(f"a BatchNorm at `{norm.prefix}` follows no convolution")
+
+    mapped = set(layout.mapping.values())
+    unmapped = [e for e in entries if e.name not in layout.mapping and e.name not in explained]
+    if unmapped:
+        problems.append("state_dict entries with no counterpart in a ResNet34: "
+                        + ", ".join(f"`{e.name}` {tuple(e.tensor.shape)}" for e in unmapped))
+    absent = [key for key in ref if key not in mapped]
+    if absent and not problems:
+        problems.append("nothing stands for the reference's " + ", ".join(f"`{k}`" for k in absent))
+    by_name = {e.name: e for e in entries}
+    for key, target in layout.mapping.items():
+        mine, theirs = by_name[key], ref.get(target)
+        if theirs is None:
+            continue
+        if tuple(mine.tensor.shape) != tuple(theirs.tensor.shape) and not problems:
+            problems.append(f"`{key}` has shape {tuple(mine.tensor.shape)}; expected {tuple(theirs.tensor.shape)}")
+        if mine.kind != theirs.kind and target.startswith(("in_layers.", "out_layers.")):  # groups: group_layout
+            problems.append(f"`{key}` is a {mine.kind}; expected a {theirs.kind}"
+                            + (" (register it with register_buffer)" if theirs.kind == "buffer" else
+                               " (wrap it in nn.Parameter)"))
+    layout.problems = list(dict.fromkeys(problems))
+    return layout

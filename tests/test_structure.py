@@ -12,17 +12,21 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from conformance.probing import parameter_count
 from conformance.structure import (
+    DEFAULT,
+    Config,
     block_layout,
     entries_of,
     find_units,
     group_layout,
     oracle_block,
     oracle_group,
+    network_layout,
     pair_units,
-    parameter_count,
     projects,
     random_state,
+    reference_model,
     split_blocks,
 )
 from reference.resnet import BlockGroup, ResidualBlock
@@ -269,3 +273,37 @@ def test_group_blocks_are_split_by_roles_when_the_tree_is_flat():
     layout = group_layout(entries_of(module), 2, 2, 3, 2)
     assert layout.problems == [] and layout.loadable
     assert layout.mapping["4.weight"] == "0.downsample.0.weight" and layout.mapping["6.weight"] == "1.conv1.weight"
+
+
+# ---- a whole ResNet34 -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("config", [DEFAULT, Config((1, 2, 1, 1), (4, 8, 8, 16), (1, 2, 1, 2), 3)], ids=str)
+def test_the_reference_resnet34_lines_up_with_itself_entry_by_entry(config):
+    model = reference_model(config)
+    layout = network_layout(entries_of(model), config)
+    assert layout.problems == [] and layout.loadable
+    assert layout.mapping == {key: key for key in model.state_dict()}
+    layout.require_loadable("compare")  # no failure
+
+
+def test_a_resnet34_with_a_wrong_head_and_stem_is_not_loadable_and_says_why():
+    config = Config((1, 1, 1, 1), (4, 4, 4, 4), (1, 1, 1, 1), 3)
+    model = reference_model(config)
+    model.out_layers[1] = nn.Linear(4, 5)
+    model.in_layers[0] = nn.Conv2d(3, 64, 3, bias=False)
+    layout = network_layout(entries_of(model), config)
+    assert not layout.loadable
+    assert "the stem's convolution (`in_layers.0`) is 3x3 3->64" in layout.report()
+    assert "expected (3, 4) for Linear(4, n_classes=3)" in layout.report()
+    with pytest.raises(AssertionError, match="cannot compare its logits: the parameters of .* do not line up with a "
+                                             "ResNet34 built this way"):
+        layout.require_loadable("compare its logits")
+
+
+def test_a_network_report_shows_the_first_four_problems_and_counts_the_rest():
+    config = Config((1, 1, 1, 1), (4, 4, 4, 4), (1, 1, 1, 1), 3)
+    layout = network_layout(entries_of(reference_model(config)), config)
+    layout.problems = [f"problem {i}" for i in range(7)]
+    assert layout.report() == "problem 0; problem 1; problem 2; problem 3; and 3 more problems like these"
+    layout.problems = layout.problems[:5]
+    assert layout.report().endswith("; and 1 more problem like these")

@@ -17,57 +17,25 @@ fixed cases.
 
 from __future__ import annotations
 
-import functools
-from dataclasses import dataclass, field
 
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-import reference
 from conformance.areas import area, requires
 from conformance.compare import BATCH_ROW, REPEAT, CheckFailure, assert_close, assert_equal, fail, tensor_of
 from conformance.diagnosis import diagnose_network
 from conformance.probing import Entry, load_state, parameter_count, printable, set_mode, state_entries
 from conformance.strategies import SEEDS
-from conformance.structure import entries_of, find_units, group_layout, pair_units, random_state, split_blocks
+from conformance.structure import (
+    DEFAULT, STEM_TEXT, STEM_WIDTH, Config, Layout, network_layout, random_state, reference_entries, reference_model,
+)
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("resnet34"), requires("ResNet34")]
 
-STEM_WIDTH = 64
 DEFAULT_PARAMETERS = 21_797_672
 DEFAULT_ENTRIES = 218
-# torchvision's names for a block's parts (the keys `conformance.structure` maps to) -> the reference's.
-REFERENCE_ROLE = {"conv1": "left.0", "bn1": "left.1", "conv2": "left.3", "bn2": "left.4",
-                  "downsample.0": "right.0", "downsample.1": "right.1"}
-STEM_TEXT = "the stem: Conv2d(3, 64, kernel_size=7, stride=2, padding=3), BatchNorm2d(64), ReLU, " \
-            "MaxPool2d(kernel_size=3, stride=2, padding=1)"
-
-
-@dataclass(frozen=True)
-class Config:
-    """The four constructor arguments of ResNet34."""
-
-    n_blocks: tuple[int, ...]
-    widths: tuple[int, ...]
-    strides: tuple[int, ...]
-    n_classes: int
-
-    def arguments(self) -> list:
-        return [list(self.n_blocks), list(self.widths), list(self.strides), self.n_classes]
-
-    def in_features(self, group: int) -> int:
-        return STEM_WIDTH if group == 0 else self.widths[group - 1]
-
-    def __str__(self) -> str:
-        if self == DEFAULT:
-            return "ResNet34()"
-        return (f"ResNet34({list(self.n_blocks)}, {list(self.widths)}, {list(self.strides)}, "
-                f"n_classes={self.n_classes})")
-
-
-DEFAULT = Config((3, 4, 6, 3), (64, 128, 256, 512), (1, 2, 2, 2), 1000)
 
 
 GROUPS = 4  # the course only ever builds four groups; learners loop `for i in range(4)`
@@ -101,170 +69,12 @@ def construct(sandbox, config: Config, how: str = "positional", seed: int = 0):
     return sandbox.construct("ResNet34", *config.arguments(), seed=seed)
 
 
-def reference_model(config: Config) -> torch.nn.Module:
-    torch.manual_seed(0)
-    return reference.ResNet34(*config.arguments())
-
-
-@functools.lru_cache(maxsize=64)
-def reference_entries(config: Config) -> tuple[Entry, ...]:
-    """The reference's state_dict built this way (only names, kinds and shapes are used). The default one is built on
-    the meta device, without its 0.1 s of initialisation; a small one builds quicker on the CPU."""
-    if config == DEFAULT:
-        with torch.device("meta"):
-            return tuple(entries_of(reference.ResNet34(*config.arguments())))
-    return tuple(entries_of(reference_model(config)))
-
-
-# ---- the submission's state_dict, read by role ---------------------------------------------------
-
-@dataclass
-class NetLayout:
-    """How a submission's ResNet34 lines up, role by role, with the reference built the same way."""
-
-    what: str
-    mapping: dict[str, str] = field(default_factory=dict)  # submission key -> reference key
-    problems: list[str] = field(default_factory=list)
-
-    def report(self, limit: int = 4) -> str:
-        shown = "; ".join(self.problems[:limit])
-        more = len(self.problems) - limit
-        return shown + (f"; and {more} more problem{'s' if more > 1 else ''} like these" if more > 0 else "")
-
-    def require_loadable(self, doing: str) -> None:
-        if self.problems:
-            fail(f"cannot {doing}: the parameters of {self.what} do not line up with a ResNet34 built this way: "
-                 f"{self.report()}")
-
-    def submission_state(self, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        return {key: state[target] for key, target in self.mapping.items()}
-
-
-def _describe_conv(shape: tuple[int, ...]) -> str:
-    return f"{shape[2]}x{shape[3]} {shape[1]}->{shape[0]}"
-
-
-def network_layout(entries: list[Entry], config: Config, what: str | None = None) -> NetLayout:
-    """Recognise the stem, the residual groups and the head in the submission's state_dict."""
-    what = what or str(config)
-    layout = NetLayout(what)
-    ref = {e.name: e for e in reference_entries(config)}
-    convs, norms, stray = find_units(entries)
-    norm_of, left_over = pair_units(convs, norms)
-    problems = layout.problems
-
-    # The stem: the one convolution reading the 3-channel image, then its BatchNorm.
-    stem_ids = [i for i, conv in enumerate(convs) if conv.shape[1] == 3]
-    explained: set[str] = set()  # entries of the residual groups, whose problems group_layout reports
-    if not stem_ids:
-        problems.append(f"no convolution reads the 3-channel image; expected {STEM_TEXT}")
-    else:
-        stem = convs[stem_ids[0]]
-        if stem.shape != (STEM_WIDTH, 3, 7, 7):
-            problems.append(f"the stem's convolution (`{stem.prefix}`) is {stem.describe()}; expected 7x7 3->64 "
-                            f"(stride 2, padding 3): {STEM_TEXT}")
-        if stem.extra:
-            problems.append(f"the stem's convolution (`{stem.prefix}`) also registers "
-                            f"{', '.join(e.name for e in stem.extra)}; the convs of a ResNet have no bias")
-        layout.mapping[stem.weight.name] = "in_layers.0.weight"
-        norm = norm_of.get(stem_ids[0])
-        if norm is None:
-            problems.append(f"the stem's convolution (`{stem.prefix}`) is not followed by a BatchNorm2d(64): "
-                            f"{STEM_TEXT}")
-        else:
-            for leaf, entry in norm.leaves.items():
-                layout.mapping[entry.name] = f"in_layers.1.{leaf}"
-
-    # The residual groups: consecutive blocks, as many as n_blocks_per_group says.
-    rest = [i for i in range(len(convs)) if i not in stem_ids[:1]]
-    expected_blocks = sum(config.n_blocks)
-    blocks = split_blocks([convs[i] for i in rest], expected_blocks)
-    if len(blocks) != expected_blocks:
-        described = ", ".join("[" + ", ".join(convs[rest[k]].describe() for k in block) + "]" for block in blocks)
-        problems.append(f"{len(blocks)} residual block{'s' if len(blocks) != 1 else ''} after the stem "
-                        f"({described or 'no convolutions'}); expected {expected_blocks}: groups of "
-                        f"{list(config.n_blocks)} blocks with {list(config.widths)} channels"
-                        + ("; the blocks' parameters are not in the state_dict at all: a module kept in a plain "
-                           "Python list or dict is not registered (use Sequential or nn.ModuleList), so "
-                           "state_dict(), .eval() and the optimizer never see it" if not blocks else ""))
-    else:
-        position = {e.name: k for k, e in enumerate(entries)}
-        start = 0
-        for g, (n, width, stride) in enumerate(zip(config.n_blocks, config.widths, config.strides)):
-            ids = [rest[k] for block in blocks[start:start + n] for k in block]
-            start += n
-            names = set()
-            for i in ids:
-                names.update(e.name for e in convs[i].entries())
-                if i in norm_of:
-                    names.update(e.name for e in norm_of[i].entries())
-            members = sorted((e for e in entries if e.name in names), key=lambda e: position[e.name])
-            in_feats = config.in_features(g)
-            group = group_layout(members, n, in_feats, width, stride,
-                                 what=f"residual group {g} [BlockGroup({n}, {in_feats}, {width}, {stride})]")
-            problems.extend(group.problems)
-            if group.mismatched and not group.problems:
-                problems.append(f"residual group {g}: entries of the wrong shape: {', '.join(group.mismatched)}")
-            if group.unmapped and not group.problems:
-                problems.append(f"residual group {g}: entries with no counterpart: {', '.join(group.unmapped)}")
-            explained.update(names)
-            for key, target in group.mapping.items():
-                block, _, inside = target.partition(".")
-                role, _, leaf = inside.rpartition(".")
-                layout.mapping[key] = f"residual_layers.{g}.blocks.{block}.{REFERENCE_ROLE[role]}.{leaf}"
-
-    # The head: a Linear(last width, n_classes), its weight and bias.
-    last = config.widths[-1]
-    weights = [e for e in stray if e.tensor.ndim == 2]
-    if len(weights) != 1:
-        found = ", ".join(f"`{e.name}` {tuple(e.tensor.shape)}" for e in weights)
-        problems.append(f"expected one final Linear({last}, {config.n_classes}) (average pool, then Linear), found "
-                        f"{len(weights)} 2-D weights{': ' + found if found else ''}")
-    else:
-        weight = weights[0]
-        if tuple(weight.tensor.shape) != (config.n_classes, last):
-            problems.append(f"the final Linear's weight `{weight.name}` has shape {tuple(weight.tensor.shape)}; "
-                            f"expected ({config.n_classes}, {last}) for Linear({last}, n_classes={config.n_classes}): "
-                            "use the n_classes argument and the last group's width")
-        layout.mapping[weight.name] = "out_layers.1.weight"
-        prefix = weight.name.rpartition(".")[0]
-        bias = [e for e in stray if e.name.rpartition(".")[0] == prefix and e.tensor.ndim == 1]
-        if len(bias) != 1:
-            problems.append(f"the final Linear (`{prefix}`) has no bias; expected one of shape ({config.n_classes},)")
-        else:
-            layout.mapping[bias[0].name] = "out_layers.1.bias"
-    for norm in left_over:
-        problems.append(f"a BatchNorm at `{norm.prefix}` follows no convolution")
-
-    mapped = set(layout.mapping.values())
-    unmapped = [e for e in entries if e.name not in layout.mapping and e.name not in explained]
-    if unmapped:
-        problems.append("state_dict entries with no counterpart in a ResNet34: "
-                        + ", ".join(f"`{e.name}` {tuple(e.tensor.shape)}" for e in unmapped))
-    absent = [key for key in ref if key not in mapped]
-    if absent and not problems:
-        problems.append("nothing stands for the reference's " + ", ".join(f"`{k}`" for k in absent))
-    by_name = {e.name: e for e in entries}
-    for key, target in layout.mapping.items():
-        mine, theirs = by_name[key], ref.get(target)
-        if theirs is None:
-            continue
-        if tuple(mine.tensor.shape) != tuple(theirs.tensor.shape) and not problems:
-            problems.append(f"`{key}` has shape {tuple(mine.tensor.shape)}; expected {tuple(theirs.tensor.shape)}")
-        if mine.kind != theirs.kind and target.startswith(("in_layers.", "out_layers.")):  # groups: group_layout
-            problems.append(f"`{key}` is a {mine.kind}; expected a {theirs.kind}"
-                            + (" (register it with register_buffer)" if theirs.kind == "buffer" else
-                               " (wrap it in nn.Parameter)"))
-    layout.problems = list(dict.fromkeys(problems))
-    return layout
-
-
-def layout_of(sandbox, handle, config: Config) -> tuple[NetLayout, list[Entry]]:
+def layout_of(sandbox, handle, config: Config) -> tuple[Layout, list[Entry]]:
     entries = state_entries(sandbox, handle, str(config))
     return network_layout(entries, config), entries
 
 
-def same_state(sandbox, handle, layout: NetLayout, oracle: torch.nn.Module, seed: int, doing: str) -> None:
+def same_state(sandbox, handle, layout: Layout, oracle: torch.nn.Module, seed: int, doing: str) -> None:
     """Load one random state (non-zero running_mean, varied running_var) into the oracle and the submission."""
     layout.require_loadable(doing)
     state = random_state(oracle, seed)
@@ -296,7 +106,7 @@ def own_frames(traceback: str) -> str:
     return "".join(f"{line}\n" for line in kept)
 
 
-def call_model(sandbox, handle, x: torch.Tensor, what: str, layout: NetLayout | None = None):
+def call_model(sandbox, handle, x: torch.Tensor, what: str, layout: Layout | None = None):
     """Call the model; an exception is explained by the structure when that is wrong."""
     try:
         return sandbox.call(handle, x, no_grad=True)
