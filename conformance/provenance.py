@@ -43,7 +43,7 @@ def installed() -> dict:
             "libraries": {name: version(name) for name in LIBRARIES}}
 
 
-def describe(config) -> dict:
+def of_session(config) -> dict:
     """The provenance of a pytest session's grades (`config`: its pytest config), under the active profile."""
     from hypothesis import settings
 

@@ -79,7 +79,7 @@ class Recorder:
         self.config = config
         self.results: dict[str, dict] = {}  # nodeid -> the check's entry (`pending` until it has run)
         self.load: dict = {"notes": [], "failed": {}}  # what loading the submission said
-        self.graded_by: dict | None = None  # `provenance.describe`, once
+        self.graded_by: dict | None = None  # `provenance.of_session`, once
         self.journaled_load: str | None = None  # the last `load` the checks journal holds (None: no journal yet)
         self.left_out = 0  # checks deselected by a selection of pytest's own (`-k`, `-m`) after their entries
         config.stash[_RECORDER] = self
@@ -139,7 +139,7 @@ class Recorder:
         if hasattr(config, "workerinput"):  # under xdist, only the controller writes
             return
         if self.graded_by is None:
-            self.graded_by = provenance.describe(config)
+            self.graded_by = provenance.of_session(config)
         path = config.getoption("results_json", None)
         if path:
             document = report.build(list(self.results.values()), impl=config.getoption("impl"),

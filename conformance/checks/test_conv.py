@@ -53,13 +53,13 @@ def conv_cases(draw, dtype: str | None = None, max_stride: int = 3):
                 padding=padding), x
 
 
-def describe(args: dict) -> str:
+def conv_text(args: dict) -> str:
     return "Conv2d(" + ", ".join(f"{k}={v}" for k, v in args.items()) + ")"
 
 
 def conv_weight(sandbox, handle, args: dict) -> torch.Tensor:
     """The submission's `weight`, checked to have the (out, in, k, k) shape F.conv2d expects."""
-    what = describe(args)
+    what = conv_text(args)
     state = state_tensors(sandbox, handle, what)
     if "weight" not in state:
         fail(f"{what} has no `weight` in its state_dict (it has {sorted(state)}): register the kernel as "
@@ -85,7 +85,7 @@ def check_forward(sandbox, handle, args: dict, x: torch.Tensor, how: str = "") -
     weight = conv_weight(sandbox, handle, args)
     got = sandbox.call(handle, x)
     expected = F.conv2d(x, weight.to(x.dtype), stride=args["stride"], padding=args["padding"])
-    assert_close(got, expected, f"{describe(args)}{how} on an input of shape {tuple(x.shape)}",
+    assert_close(got, expected, f"{conv_text(args)}{how} on an input of shape {tuple(x.shape)}",
                  hint="forward is F.conv2d(x, self.weight, stride=self.stride, padding=self.padding): "
                       "pass stride and padding by keyword (F.conv2d's third positional argument is the bias)")
 
@@ -98,7 +98,7 @@ def test_conv2d_parameters_only_weight(sandbox, in_channels, out_channels, kerne
     """Conv2d registers exactly one trainable parameter, `weight` of shape (out, in, k, k), and no bias."""
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
                 padding=padding)
-    what = describe(args)
+    what = conv_text(args)
     handle = sandbox.construct("Conv2d", **args)
     entries = state_entries(sandbox, handle, what)
     got = [(e.name, e.kind) for e in entries]
@@ -151,7 +151,7 @@ def test_conv2d_weight_initialisation(sandbox, layer, seed):
     bound = 1 / math.sqrt(fan_in)
     problems = init_problems(weight, bound)
     if problems:
-        fail(f"{describe(args)}.weight (constructed after torch.manual_seed({seed})) is not uniform on "
+        fail(f"{conv_text(args)}.weight (constructed after torch.manual_seed({seed})) is not uniform on "
              f"[-bound, bound] with bound = 1/sqrt(in_channels * kernel_size**2) = 1/sqrt({fan_in}) = {bound:.4g}: "
              + "; ".join(problems)
              + ". Initialise with bound * (2 * t.rand(shape) - 1); fan_in counts every input a kernel reads "
@@ -225,17 +225,17 @@ def test_conv2d_output_shape(sandbox, data, kernel, stride, padding, out_channel
     args = dict(in_channels=1, out_channels=out_channels, kernel_size=kernel, stride=stride, padding=padding)
     handle = sandbox.construct("Conv2d", **args)
     x = torch.linspace(-1, 1, batch * h * w).reshape(batch, 1, h, w)
-    got = tensor_of(sandbox.call(handle, x), describe(args))
+    got = tensor_of(sandbox.call(handle, x), conv_text(args))
     expected = (batch, out_channels, output_size(h, kernel, stride, padding), output_size(w, kernel, stride, padding))
     assert_equal(tuple(got.shape), expected,
-                 f"output shape of {describe(args)} on an input of shape {(batch, 1, h, w)}",
+                 f"output shape of {conv_text(args)} on an input of shape {(batch, 1, h, w)}",
                  hint="each spatial size is (size + 2 * padding - kernel_size) // stride + 1")
 
 
 def test_conv2d_repr_shows_arguments(sandbox, advise):
     """print(Conv2d(6, 11, 5, stride=3, padding=2)) works (what it shows is advised on, never failed)."""
     args = dict(in_channels=6, out_channels=11, kernel_size=5, stride=3, padding=2)
-    what = describe(args)
+    what = conv_text(args)
     text = printable(sandbox, sandbox.construct("Conv2d", **args), what)
     advise_on_repr(advise, text, what, args)
 
@@ -273,7 +273,7 @@ def test_conv2d_translation_equivariance(sandbox, data, kernel, padding, shift, 
     moved[..., top + dy:top + dy + h0, left + dx:left + dx + w0] = content
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=1, padding=padding)
     handle = build(sandbox, args, dtype, seed)
-    what = describe(args)
+    what = conv_text(args)
     x, x_moved = make_tensor(original, DTYPES[dtype], layout), make_tensor(moved, DTYPES[dtype], layout)
     y = tensor_of(sandbox.call(handle, x), what)
     y_moved = tensor_of(sandbox.call(handle, x_moved), what)

@@ -59,7 +59,7 @@ def checked_output(got: object, expected: torch.Tensor, call: str, formulas: lis
     assert_close(tensor, expected, call, hint=hint)
 
 
-def describe(*arrays: torch.Tensor) -> str:
+def layout_text(*arrays: torch.Tensor) -> str:
     return ", ".join(f"shape {tuple(a.shape)} stride {a.stride()} offset {a.storage_offset()}" for a in arrays)
 
 
@@ -103,7 +103,7 @@ def test_as_strided_trace(sandbox, mat):
     """as_strided_trace(mat) equals torch.trace for square matrices in any memory layout."""
     n, mat = mat.shape[0], mat.build()
     got = sandbox.call("as_strided_trace", mat)
-    assert_close(got, torch.trace(mat), f"as_strided_trace of a {n}x{n} matrix ({describe(mat)})",
+    assert_close(got, torch.trace(mat), f"as_strided_trace of a {n}x{n} matrix ({layout_text(mat)})",
                  hint="one step along the diagonal moves mat.stride(0) + mat.stride(1) elements in memory; "
                       + STRIDES_FROM_X)
 
@@ -123,7 +123,7 @@ def test_as_strided_mv(sandbox, case):
     """as_strided_mv(mat, vec) equals mat @ vec, whatever the layout of mat and vec."""
     mat, vec = (c.build() for c in case)
     got = sandbox.call("as_strided_mv", mat, vec)
-    assert_close(got, mat @ vec, f"as_strided_mv(mat, vec) with mat {describe(mat)}, vec {describe(vec)}",
+    assert_close(got, mat @ vec, f"as_strided_mv(mat, vec) with mat {layout_text(mat)}, vec {layout_text(vec)}",
                  hint="view vec as an (i, j) matrix with strides (0, vec.stride(0)); " + STRIDES_FROM_X)
 
 
@@ -143,7 +143,7 @@ def test_as_strided_mm(sandbox, case):
     """as_strided_mm(matA, matB) equals matA @ matB, whatever the layout of either matrix."""
     a, b = (c.build() for c in case)
     got = sandbox.call("as_strided_mm", a, b)
-    assert_close(got, a @ b, f"as_strided_mm(matA, matB) with matA {describe(a)}, matB {describe(b)}",
+    assert_close(got, a @ b, f"as_strided_mm(matA, matB) with matA {layout_text(a)}, matB {layout_text(b)}",
                  hint="view both as (i, j, k): matA with strides (sA0, sA1, 0), matB with (0, sB0, sB1), "
                       "then multiply and sum over j; " + STRIDES_FROM_X)
 
@@ -172,7 +172,7 @@ def test_conv1d_minimal_simple(sandbox, case):
     w, kw = x.shape[0], weights.shape[0]
     got = sandbox.call("conv1d_minimal_simple", x, weights)
     expected = F.conv1d(x[None, None], weights[None, None])[0, 0]
-    checked_output(got, expected, f"conv1d_minimal_simple(x, weights) with x {describe(x)}, kw={kw}",
+    checked_output(got, expected, f"conv1d_minimal_simple(x, weights) with x {layout_text(x)}, kw={kw}",
                    [axis_formula("w", w, kw)],
                    hint="windows are x.as_strided((ow, kw), (s, s)) with s = x.stride(0); " + STRIDES_FROM_X)
 
@@ -194,7 +194,7 @@ def test_conv1d_minimal(sandbox, case):
     x, weights = (c.build() for c in case)
     w, kw = x.shape[-1], weights.shape[-1]
     got = sandbox.call("conv1d_minimal", x, weights)
-    checked_output(got, F.conv1d(x, weights), f"conv1d_minimal(x, weights) with x {describe(x)}, "
+    checked_output(got, F.conv1d(x, weights), f"conv1d_minimal(x, weights) with x {layout_text(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw)],
                    hint="output (b, oc, ow); sum over ic and kw; " + STRIDES_FROM_X)
 
@@ -219,7 +219,7 @@ def test_conv2d_minimal(sandbox, case):
     x, weights = (c.build() for c in case)
     (h, w), (kh, kw) = x.shape[2:], weights.shape[2:]
     got = sandbox.call("conv2d_minimal", x, weights)
-    checked_output(got, F.conv2d(x, weights), f"conv2d_minimal(x, weights) with x {describe(x)}, "
+    checked_output(got, F.conv2d(x, weights), f"conv2d_minimal(x, weights) with x {layout_text(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("h", h, kh), axis_formula("w", w, kw)],
                    hint="output (b, oc, oh, ow); the kernel need not be square; " + STRIDES_FROM_X)
 
@@ -326,7 +326,7 @@ def check_conv1d(sandbox, x, weights, stride, padding, omitted=(), *, hint):
     w, kw = x.shape[-1], weights.shape[-1]
     default = left_out(omitted, "stride=1, padding=0")
     checked_output(got, F.conv1d(x, weights, stride=stride, padding=padding),
-                   f"conv1d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
+                   f"conv1d(x, weights{shown(kwargs)}){default} with x {layout_text(x)}, "
                    f"weights shape {tuple(weights.shape)}", [axis_formula("w", w, kw, stride, padding)], hint=hint)
 
 
@@ -399,7 +399,7 @@ def check_conv2d(sandbox, x, weights, stride: IntOrPair, padding: IntOrPair, omi
                 for a, name in enumerate("hw")]
     default = left_out(omitted, "stride=1, padding=0")
     checked_output(got, F.conv2d(x, weights, stride=stride.pair, padding=padding.pair),
-                   f"conv2d(x, weights{shown(kwargs)}){default} with x {describe(x)}, "
+                   f"conv2d(x, weights{shown(kwargs)}){default} with x {layout_text(x)}, "
                    f"weights shape {tuple(weights.shape)}", formulas, hint=hint)
 
 
@@ -481,7 +481,7 @@ def check_maxpool2d(sandbox, x, kernel: IntOrPair, stride: IntOrPair | None, pad
     default = left_out(omitted, "stride=None (the kernel size), padding=0")
     expected = F.max_pool2d(x, kernel.pair, stride=step, padding=padding.pair)
     checked_output(got, expected, f"maxpool2d(x, kernel_size={kernel!r}{shown(kwargs)}){default} with x "
-                   f"{describe(x)}", formulas, hint=hint)
+                   f"{layout_text(x)}", formulas, hint=hint)
 
 
 def course_maxpool2d(probe: dict) -> dict:

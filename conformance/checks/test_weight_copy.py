@@ -85,7 +85,7 @@ def fresh_resnet34() -> torch.nn.Module:
     return model
 
 
-def describe(entry: Entry) -> str:
+def entry_text(entry: Entry) -> str:
     return f"`{entry.name}` ({entry.kind}, shape {tuple(entry.tensor.shape)})"
 
 
@@ -125,8 +125,8 @@ def misalignment(entries: list[Entry]) -> str:
         leaf_ok = not (set(leaves) <= set(NORM_LEAVES) and leaves[0] != leaves[1])
         if shape_ok and kind_ok and leaf_ok:
             continue
-        text = (f"state_dict entry {index} does not line up: yours is {describe(mine)}, torchvision's resnet34 has "
-                f"{describe(tv)} there")
+        text = (f"state_dict entry {index} does not line up: yours is {entry_text(mine)}, torchvision's resnet34 has "
+                f"{entry_text(tv)} there")
         if leaves[1] == "num_batches_tracked" and leaves[0] != "num_batches_tracked":
             hint = ("torchvision's BatchNorm2d ends with a num_batches_tracked buffer, and copy_weights needs it too: "
                     "self.register_buffer('num_batches_tracked', t.tensor(0)) after running_mean and running_var")
