@@ -95,3 +95,64 @@ def test_a_batch_of_nearly_equal_values_leaves_room_for_rounding(tmp_path):
                 else:
                     with pytest.raises(CheckFailure, match="output of step 0"):
                         check_sequence(sandbox, False, lambda note: None, 1, 1e-5, 0.1, "float32", [True, True], xs)
+
+
+# ---- probing's oracle side, and the diagnosis of usual mistakes -------------------------------------------------
+
+def test_oracle_grad_is_the_gradient_of_the_output_against_the_cotangent():
+    from conformance.probing import oracle_grad
+
+    x = torch.tensor([[1.0, -2.0, 3.0]])
+    weight = torch.tensor([[2.0, 0.0, 1.0]], requires_grad=True)
+    out, grad = oracle_grad(lambda v: (v * weight).relu(), x, torch.tensor([[1.0, 1.0, 2.0]]))
+    assert torch.equal(out, torch.tensor([[2.0, 0.0, 3.0]])) and not out.requires_grad
+    assert torch.equal(grad, torch.tensor([[2.0, 0.0, 2.0]]))
+    assert torch.equal(weight.grad, torch.tensor([[1.0, 0.0, 6.0]]))
+    assert not x.requires_grad  # the caller's input is left alone
+    assert oracle_grad(lambda v: v.sum(), x, torch.ones(3))[1] is None  # another shape: no gradient to take
+
+
+@pytest.mark.parametrize("change, phrase", [
+    (dict(skip=False), "the skip connection is missing"),
+    (dict(final_relu=False), "the ReLU after the addition is missing"),
+    (dict(relu_left_only=True), "the ReLU is applied to the left branch before the addition"),
+    (dict(stride_second=True), "first_stride belongs to the first 3x3 conv"),
+    (dict(projection_bn=False), "the projection's BatchNorm is not applied"),
+])
+def test_a_block_computed_with_a_usual_mistake_is_diagnosed_as_that_mistake(change, phrase):
+    from conformance.diagnosis import block_output, diagnose_block
+    from conformance.structure import oracle_block, random_state
+
+    oracle = oracle_block(3, 4, 2).eval()
+    oracle.load_state_dict(random_state(oracle, 1))
+    x = torch.randn(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        got = block_output(oracle, x, **change)
+    assert phrase in diagnose_block(got, oracle, x, train=False)
+    with torch.no_grad():
+        right = block_output(oracle, x)
+    assert diagnose_block(right, oracle, x, train=False) == ""  # the right answer matches no mistake
+    assert diagnose_block(right + 1.0, oracle, x, train=False) == ""  # nor does a wrong answer of another kind
+
+
+def test_a_mistake_the_input_cannot_show_is_never_named():
+    """On an input where a mistake computes the right answer, naming it would be a guess."""
+    from conformance.diagnosis import BLOCK_MISTAKES, matching
+
+    expected = torch.ones(3)
+    shown, hidden = BLOCK_MISTAKES[0], BLOCK_MISTAKES[1]
+    got = torch.zeros(3)
+    assert matching(got, expected, [(hidden, expected.clone()), (shown, torch.zeros(3))]) == [shown]
+    assert matching(got, expected, [(shown, None), (hidden, torch.zeros(2))]) == []
+
+
+def test_a_resnet34_with_a_softmax_at_the_end_is_diagnosed():
+    from conformance.diagnosis import diagnose_network
+    from conformance.structure import Config, reference_model
+
+    model = reference_model(Config((1, 1, 1, 1), (4, 4, 4, 4), (1, 1, 1, 1), 5)).eval()
+    x = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        expected = model(x)
+    assert "a softmax at the end" in diagnose_network(expected.softmax(-1), model, x, expected)
+    assert diagnose_network(expected, model, x, expected) == ""
