@@ -153,5 +153,11 @@ def int_or_pair(draw, low: int, high: int, *, square: bool = False) -> IntOrPair
     return draw(passed_as((h, w)))
 
 
+def least_size(kernel: int, padding: int = 0, stride: int = 1, windows: int = 1) -> int:
+    """The smallest input side on which a kernel fits `windows` times with this padding and stride (at least 1):
+    sides drawn from it upwards are valid by construction, never filtered."""
+    return max(1, kernel + (windows - 1) * stride - 2 * padding)
+
+
 def positive(low: int = 1, high: int = 4) -> st.SearchStrategy[int]:
     return st.integers(low, high)

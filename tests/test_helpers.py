@@ -156,3 +156,14 @@ def test_a_resnet34_with_a_softmax_at_the_end_is_diagnosed():
         expected = model(x)
     assert "a softmax at the end" in diagnose_network(expected.softmax(-1), model, x, expected)
     assert diagnose_network(expected, model, x, expected) == ""
+
+
+@given(kernel=st.integers(1, 5), padding=st.integers(0, 2), stride=st.integers(1, 3), windows=st.integers(1, 3),
+       extra=st.integers(0, 3))
+def test_a_side_from_least_size_up_fits_the_windows_asked_for(kernel, padding, stride, windows, extra):
+    from conformance.strategies import least_size
+
+    least = least_size(kernel, padding, stride, windows)
+    assert least >= 1 and output_size(least + extra, kernel, stride, padding) >= windows
+    if least > 1:  # and it is the least: one less fits fewer windows
+        assert output_size(least - 1, kernel, stride, padding) < windows

@@ -22,7 +22,7 @@ from conformance.areas import area, requires
 from conformance.compare import assert_close, assert_equal, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.probing import advise_on_repr, describe_state, printable, set_dtype, state_entries, state_tensors
-from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, exact_values, make_tensor, tensors
+from conformance.strategies import DTYPE, DTYPES, SEEDS, TensorCase, exact_values, least_size, make_tensor, tensors
 from under_test.sandbox import SubmissionRaised
 
 pytestmark = [area("conv"), requires("Conv2d")]
@@ -41,7 +41,7 @@ def conv_cases(draw, dtype: str | None = None, max_stride: int = 3):
     kernel = draw(st.integers(1, 4), label="kernel_size")
     stride = draw(st.integers(1, max_stride), label="stride")
     padding = draw(st.integers(0, 2), label="padding")
-    low = max(1, kernel - 2 * padding)
+    low = least_size(kernel, padding)
     h = draw(st.integers(low, low + 3), label="H")
     w = draw(st.integers(low, low + 3), label="W")
     batch = draw(st.integers(1, 2), label="batch")
@@ -183,7 +183,7 @@ def test_conv2d_positional_and_keyword_construction(sandbox, data, in_channels, 
     """Conv2d(in, out, k, stride, padding) given positionally means the same as given by keyword."""
     args = dict(in_channels=in_channels, out_channels=out_channels, kernel_size=kernel, stride=stride,
                 padding=padding)
-    low = max(1, kernel - 2 * padding)
+    low = least_size(kernel, padding)
     x = data.draw(tensors((1, in_channels, low + 3, low + 2), dtype="float32"), label="x").build()
     for positional in (True, False):
         handle = build(sandbox, args, "float32", seed, positional=positional)
@@ -218,7 +218,7 @@ def test_conv2d_defaults_are_stride_1_padding_0(sandbox, data, in_channels, out_
        out_channels=st.integers(1, 2))  # course: as conv_cases; float32 (B, 1, H, W) inputs
 def test_conv2d_output_shape(sandbox, data, kernel, stride, padding, out_channels):
     """The output is (B, out, floor((H + 2p - k) / s) + 1, floor((W + 2p - k) / s) + 1)."""
-    low = max(1, kernel - 2 * padding)
+    low = least_size(kernel, padding)
     h = data.draw(st.integers(low, low + 9), label="H")
     w = data.draw(st.integers(low, low + 9), label="W")
     batch = data.draw(st.integers(1, 2), label="batch")

@@ -20,7 +20,7 @@ from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.probing import advise_on_repr, printable
-from conformance.strategies import DTYPE, TensorCase, exact_values, tensors
+from conformance.strategies import DTYPE, TensorCase, exact_values, least_size, tensors
 
 pytestmark = [area("pooling")]
 
@@ -32,7 +32,7 @@ pytestmark = [area("pooling")]
 @st.composite
 def pool_inputs(draw, kernel: int, padding: int, dtype: str, extra: int = 4):
     """A (B, C, H, W) input at least as large as the kernel once padded."""
-    low = max(1, kernel - 2 * padding)
+    low = least_size(kernel, padding)
     h = draw(st.integers(low, low + extra), label="H")
     w = draw(st.integers(low, low + extra), label="W")
     batch = draw(st.integers(1, 2), label="batch")

@@ -28,7 +28,8 @@ from conformance.areas import area, item, requires
 from conformance.compare import assert_close, fail, output_size, tensor_of
 from conformance.course import probes
 from conformance.strategies import (
-    DTYPE, PAIR_FORMS, IntOrPair, TensorCase, ViewCase, exact_values, half_integers, int_or_pair, passed_as, tensors,
+    DTYPE, PAIR_FORMS, IntOrPair, TensorCase, ViewCase, exact_values, half_integers, int_or_pair, least_size, passed_as,
+    tensors,
 )
 from under_test.sandbox import SubmissionRaised
 
@@ -298,7 +299,7 @@ def conv1d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_
     stride = draw(st.integers(*strides), label="stride")
     padding = draw(st.integers(*paddings), label="padding")
     kw = draw(st.integers(1, 4), label="kw")
-    least = max(1, kw + (min_windows - 1) * stride - 2 * padding)
+    least = least_size(kw, padding, stride, min_windows)
     w = draw(st.integers(least, least + 4), label="w")
     b, ic, oc = (draw(st.integers(1, n), label=name) for n, name in ((2, "b"), (3, "ic"), (3, "oc")))
     x = draw(tensors((b, ic, w), dtype=dtype), label="x").build()
@@ -375,7 +376,7 @@ def conv2d_cases(draw, strides: tuple[int, int], paddings: tuple[int, int], min_
     kernel, size = [], []
     for axis in range(2):
         k = draw(st.integers(1, 3), label=f"k{'hw'[axis]}")
-        least = max(1, k + (min_windows - 1) * stride.pair[axis] - 2 * padding.pair[axis])
+        least = least_size(k, padding.pair[axis], stride.pair[axis], min_windows)
         kernel.append(k)
         size.append(draw(st.integers(least, least + 3), label="hw"[axis]))
     b, ic, oc = (draw(st.integers(1, n), label=name) for n, name in ((2, "b"), (2, "ic"), (3, "oc")))
@@ -460,7 +461,7 @@ def maxpool_cases(draw, kernels=(1, 3), strides=(1, 3), stride_none=True, paddin
                                    for k in kernel.pair)))
     size = []
     for axis in range(2):
-        least = max(1, kernel.pair[axis] + (min_windows - 1) * step[axis] - 2 * padding.pair[axis])
+        least = least_size(kernel.pair[axis], padding.pair[axis], step[axis], min_windows)
         size.append(draw(st.integers(least, least + 3), label="hw"[axis]))
     b, c = draw(st.integers(1, 2), label="b"), draw(st.integers(1, 3), label="c")
     x = draw(tensors((b, c, *size), dtype=dtype, elements=elements), label="x").build()
