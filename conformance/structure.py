@@ -1,4 +1,5 @@
-"""What a residual block is made of, read from its state_dict alone (never from attribute names).
+"""What a residual block, a group of blocks or a whole ResNet34 is made of, read from its state_dict alone (never from
+attribute names).
 
 Learners name their submodules freely (`left`/`right`, `left_branch`, `seq`, `conv1`, ...),
 so the harness recognises the pieces by what they hold:
@@ -20,6 +21,11 @@ the oracle, torchvision's own ``BasicBlock`` (``conv1``, ``bn1``, ``conv2``, ``b
 ``downsample.0``, ``downsample.1``), or an ``nn.Sequential`` of them for a BlockGroup, so
 a check can load the SAME state into both. Whatever does not fit is reported as a problem
 in learner-readable words (which convolution is missing, which one is extra, and why).
+
+A whole ResNet34 (`network_layout`) is read the same way against the reference built with
+the same arguments: the stem is the convolution reading the 3-channel image, the residual
+groups are split as `n_blocks_per_group` says (each read as a group), the head is the one
+2-D weight and its bias. Every layout is a `Layout`.
 """
 
 from __future__ import annotations
