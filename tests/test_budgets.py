@@ -137,3 +137,36 @@ def test_every_trusted_block_is_declared_once():
     assert set(trusted.BLOCKS) == lent, (
         f"trusted versions without a composite using them: {set(trusted.BLOCKS) - lent}; parts a composite uses "
         f"without a trusted version: {lent - set(trusted.BLOCKS)}")
+
+
+def test_a_check_draws_the_same_inputs_whatever_its_source_says(tmp_path):
+    """Rewording a check (a message, a helper's name) must not change what it draws: the seed comes from its name."""
+    import importlib.util
+
+    def make(folder: str, body: str, name: str = "test_relu_values"):
+        module = "test_sample"  # one check module, before and after an edit
+        (tmp_path / folder).mkdir()
+        path = tmp_path / folder / f"{module}.py"
+        path.write_text("from hypothesis import given, strategies as st\nDRAWN = []\n\n"
+                        f"@given(st.integers(0, 10**9))\ndef {name}(x):\n    {body}\n")
+        spec = importlib.util.spec_from_file_location(f"conformance.checks.{module}", path)
+        loaded = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(loaded)
+        return getattr(loaded, name), loaded.DRAWN
+
+    settings.register_profile("seed-test", max_examples=budgets.PROFILE_EXAMPLES, database=None, derandomize=True)
+    settings.load_profile("seed-test")
+    try:
+        runs = []
+        for folder, body in (("before", "DRAWN.append(x)"), ("after", "DRAWN.append(int(x))")):
+            check, drawn = make(folder, body)
+            budgets.apply(check)
+            check()
+            runs.append(drawn)
+        assert runs[0] == runs[1] and len(set(runs[0])) > 1
+        other, drawn = make("renamed", "DRAWN.append(x)", name="test_linear_forward")  # another name, other inputs
+        budgets.apply(other)
+        other()
+        assert drawn != runs[0]
+    finally:
+        settings.load_profile("default")

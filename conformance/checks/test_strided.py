@@ -97,8 +97,14 @@ def course_trace(probe: dict) -> dict:
     return {"mat": TensorCase(values)}
 
 
+# A 3x3 matrix whose rows are not n + 1 elements apart along the diagonal (every other column of a wider one): what
+# tells mat.stride(0) + mat.stride(1) from the n + 1 of a contiguous matrix, whatever the draws.
+SPACED_MATRIX = TensorCase(exact_values((3, 3)), layout="strided")
+
+
 @requires("as_strided_trace")
 @probes(course_trace)
+@example(mat=SPACED_MATRIX)
 @given(mat=square_matrices())
 def test_as_strided_trace(sandbox, mat):
     """as_strided_trace(mat) equals torch.trace for square matrices in any memory layout."""
