@@ -185,8 +185,14 @@ def apply(test) -> None:
         return
     test._hypothesis_internal_use_settings = settings(settings.default, max_examples=examples(test.__name__),
                                                       deadline=None)
-    # What `hypothesis.seed` sets; None (a random draw) under a profile that is not derandomized (`thorough`).
-    test._hypothesis_internal_use_seed = seed_of(test) if settings.default.derandomize else None
+    # What `hypothesis.seed` sets. A check's own @seed is kept (the feature-extraction checks share one, so that they
+    # draw the same class counts and share their builds); otherwise None, a random draw, under a profile that is not
+    # derandomized (`thorough`).
+    if "_conformance_own_seed" not in test.__dict__:
+        test._conformance_own_seed = getattr(test, "_hypothesis_internal_use_seed", None)
+    own = test._conformance_own_seed
+    test._hypothesis_internal_use_seed = own if own is not None else (
+        seed_of(test) if settings.default.derandomize else None)
     if settings.default.database is None:
         # No example database, so no key for one: Hypothesis would otherwise derive it from the check's source at
         # every run (a few milliseconds, 60 checks).
