@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
@@ -115,14 +115,27 @@ def test_maxpool_stride_changes_output_grid(sandbox, data, kernel, stride, posit
 
 
 # course: the signature's stride=None, omitted or passed (the old tests.py's test_maxpool2d_module passed stride=None).
-@given(data=st.data(), kernel=st.integers(2, 4), form=st.sampled_from(["omitted", "None positional", "None keyword"]),
-       dtype=DTYPE)
+@st.composite
+def default_stride_cases(draw):
+    """(kernel, form, padding, x) for MaxPool2d(kernel) with its stride omitted or None."""
+    kernel = draw(st.integers(2, 4), label="kernel")
+    form = draw(st.sampled_from(["omitted", "None positional", "None keyword"]), label="form")
+    padding = draw(st.integers(0, kernel // 2), label="padding")
+    return kernel, form, padding, draw(pool_inputs(kernel, padding, draw(DTYPE, label="dtype"), extra=6), label="x")
+
+
+# MaxPool2d(2) with its stride left out, on a 4x4 image: a 2x2 grid, 3x3 with a stride of 1 (whatever the draws).
+STRIDE_OMITTED = (2, "omitted", 0, TensorCase(exact_values((1, 1, 4, 4))))
+
+
+@example(case=STRIDE_OMITTED)
+@given(case=default_stride_cases())
 @requires("MaxPool2d")
 @item("3")
-def test_maxpool_default_stride_is_kernel_size(sandbox, data, kernel, form, dtype):
+def test_maxpool_default_stride_is_kernel_size(sandbox, case):
     """MaxPool2d(k) (or stride=None) uses stride k: non-overlapping windows, an output grid k times coarser."""
-    padding = data.draw(st.integers(0, kernel // 2), label="padding")
-    x = data.draw(pool_inputs(kernel, padding, dtype, extra=6), label="x").build()
+    kernel, form, padding, x = case
+    x = x.build()
     if form == "omitted":
         passed, positional = dict(kernel_size=kernel, padding=padding), False
     else:
