@@ -70,6 +70,10 @@ def block_output(block, x: torch.Tensor, *, skip=True, relu_end_of_left=False, r
     return F.relu(left + right) if final_relu else left + right
 
 
+STRIDE_SECOND = Mistake(dict(stride_second=True), "a block with the stride on the left branch's SECOND conv",
+                        "first_stride belongs to the first 3x3 conv (stride first_stride, padding 1); the second "
+                        "conv has stride 1")
+
 BLOCK_MISTAKES = (
     Mistake(dict(skip=False), "relu(left(x))", "the skip connection is missing; return relu(left(x) + right(x)), "
                                                "where right is the identity or the projection"),
@@ -79,9 +83,7 @@ BLOCK_MISTAKES = (
     Mistake(dict(relu_left_only=True), "relu(left(x)) + right(x)",
             "the ReLU is applied to the left branch before the addition instead of to the sum"),
     Mistake(dict(final_relu=False), "left(x) + right(x)", "the ReLU after the addition is missing"),
-    Mistake(dict(stride_second=True), "a block with the stride on the left branch's SECOND conv",
-            "first_stride belongs to the first 3x3 conv (stride first_stride, padding 1); the second conv has "
-            "stride 1"),
+    STRIDE_SECOND,
     Mistake(dict(projection_bn=False), "relu(left(x) + conv1x1(x))",
             "the projection's BatchNorm is not applied after its 1x1 conv"),
 )

@@ -28,10 +28,10 @@ from hypothesis import strategies as st
 
 from conformance.areas import area, item, requires
 from conformance.compare import (
-    BUFFER_UPDATE, CheckFailure, MISTAKE, assert_close, assert_equal, fail, output_size, tensor_of,
+    BUFFER_UPDATE, CheckFailure, assert_close, assert_equal, fail, output_size, tensor_of,
 )
 from conformance.course import probes
-from conformance.diagnosis import block_output, diagnose_block
+from conformance.diagnosis import STRIDE_SECOND, block_output, diagnose_block, matching
 from conformance.probing import oracle_grad, parameter_count, printable, set_dtype, set_mode, state_entries
 from conformance.structure import (
     Layout,
@@ -369,9 +369,8 @@ def test_residual_stride_on_first_conv(sandbox, data, args, seed):
     got_grad = tensor_of(got["input_grads"][0], f"gradient of {what}'s output w.r.t. its input")
     hint = (f"output pixel ({i}, {j}) depends on input {receptive_rows_cols(got_grad)}; in torchvision's block it "
             f"depends on input {receptive_rows_cols(grads['expected'])}")
-    if got_grad.shape == grads["second"].shape and MISTAKE.close(got_grad, grads["second"]):
-        hint += (". That is what a block with the stride on its SECOND conv sees: put first_stride on the left "
-                 "branch's first 3x3 conv and give the second conv stride 1")
+    if matching(got_grad, grads["expected"], [(STRIDE_SECOND, grads["second"])]):
+        hint += f". That is what {STRIDE_SECOND.what} sees: {STRIDE_SECOND.why}"
     else:
         hint += (". With all weights and inputs positive every ReLU passes everything, so this gradient is the sum "
                  "of both branches' contributions: left (conv 3x3 stride first_stride -> BatchNorm -> ReLU -> conv "
