@@ -3,12 +3,26 @@
 from __future__ import annotations
 
 import ast
+from contextlib import contextmanager
 from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from conformance import budgets
+
+
+@contextmanager
+def profile_active(name: str, **registered):
+    """Hypothesis's profile `name` (registered first with `registered`, if given) while the block runs; then the default
+    profile again, the one the project's tests run under."""
+    if registered:
+        settings.register_profile(name, **registered)
+    settings.load_profile(name)
+    try:
+        yield
+    finally:
+        settings.load_profile("default")
 
 
 def test_counts_carry_a_margin_over_what_the_corpus_needed():
@@ -27,14 +41,10 @@ def test_a_check_runs_its_budget_scaled_by_the_active_profile():
 
     budget = budgets.EXAMPLES["test_relu_values"]
     for profile, expected in ((budgets.PROFILE_EXAMPLES, budget), (10 * budgets.PROFILE_EXAMPLES, 10 * budget)):
-        settings.register_profile("budget-test", max_examples=profile, database=None, derandomize=True)
-        settings.load_profile("budget-test")
-        try:
+        with profile_active("budget-test", max_examples=profile, database=None, derandomize=True):
             budgets.apply(test_relu_values)
             ran.clear()
             test_relu_values()
-        finally:
-            settings.load_profile("default")  # the project's tests run under Hypothesis's default profile
         assert 0 < len(ran) <= expected
         assert test_relu_values._hypothesis_internal_use_settings.max_examples == expected
 
@@ -51,8 +61,7 @@ def test_the_static_feature_extraction_checks_draw_the_same_class_counts():
               fe.test_feature_extraction_head_is_a_fresh_trainable_linear)
     drawn = []
     for profile in ("conformance", "thorough"):
-        settings.load_profile(profile)
-        try:
+        with profile_active(profile):
             for check in checks:
                 seen: list[int] = []
                 budgets.apply(check)
@@ -63,8 +72,6 @@ def test_the_static_feature_extraction_checks_draw_the_same_class_counts():
                 finally:
                     check.hypothesis.inner_test = inner
                 drawn.append((profile, seen))
-        finally:
-            settings.load_profile("default")
     assert drawn[0][1] == drawn[1][1] and drawn[2][1] == drawn[3][1], drawn
     # The explicit examples first (the course's fn(10), then ResNet34's default 1000 classes), then the drawn ones.
     assert drawn[0][1][:2] == [10, 1000] and len(drawn[0][1]) == 2 + budgets.EXAMPLES[checks[0].__name__], drawn
@@ -153,9 +160,7 @@ def test_a_check_draws_the_same_inputs_whatever_its_source_says(tmp_path):
         spec.loader.exec_module(loaded)
         return getattr(loaded, name), loaded.DRAWN
 
-    settings.register_profile("seed-test", max_examples=budgets.PROFILE_EXAMPLES, database=None, derandomize=True)
-    settings.load_profile("seed-test")
-    try:
+    with profile_active("seed-test", max_examples=budgets.PROFILE_EXAMPLES, database=None, derandomize=True):
         runs = []
         for folder, body in (("before", "DRAWN.append(x)"), ("after", "DRAWN.append(int(x))")):
             check, drawn = make(folder, body)
@@ -167,5 +172,3 @@ def test_a_check_draws_the_same_inputs_whatever_its_source_says(tmp_path):
         budgets.apply(other)
         other()
         assert drawn != runs[0]
-    finally:
-        settings.load_profile("default")
